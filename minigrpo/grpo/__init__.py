@@ -1,0 +1,51 @@
+"""GRPO, as implemented here, and where it departs from DeepSeekMath's GRPO (Shao et al., 2024) and from TRL's
+GRPOTrainer defaults.
+
+1. Objective. For each prompt, G completions o_1..o_G are sampled; per token t of o_i
+       L_it = -min(w_it A_i, clip(w_it, 1 - eps_low, 1 + eps_high) A_i) + beta * k3_it,
+       w_it = pi_theta(o_it) / pi_old(o_it),   k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1,
+   and the loss aggregates L over the completion tokens. This is DeepSeekMath's eq. 3 with outcome supervision
+   (one scalar reward per completion, its advantage broadcast to every token); no process supervision, no
+   iterative retraining of a reward model.
+2. Advantages: A_i = (r_i - mean_g) / (std_g + eps), eps = 1e-4 added to the std, std with Bessel's correction
+   (n - 1), as TRL; DeepSeekMath writes (r - mean) / std without fixing either. Options beyond both: a std floor,
+   A = (r - mean) / (max(std, std_floor) + eps), against continuous rewards (cosine similarities) whose tiny
+   within-group spread would otherwise be blown up to +-1; scale="batch" and scale="none" as TRL's
+   scale_rewards. A group whose rewards are all equal gets exactly 0, a group of one gets 0.
+3. Aggregation: loss_type "grpo" (default here) is DeepSeekMath's 1/G sum_i 1/|o_i| sum_t; TRL defaults to
+   "dapo" (token sum over the global token count). "bnpo", "dr_grpo" and "dapo" are available with TRL's exact
+   normalizers.
+4. KL: the k3 estimator is added to each token's loss before aggregation (DeepSeekMath and TRL), so it is
+   weighted by the same normalizer. The trainer's beta defaults to 0.04, DeepSeekMath's value; TRL's default is
+   0.0 (no KL, no reference forward). `policy_loss` itself takes beta as a required keyword.
+5. Reference policy: the base model with the LoRA adapters disabled, i.e. the checkpoint the adapters were
+   injected into, never updated (TRL's choice for a fresh PEFT adapter; no second copy of any weight).
+   DeepSeekMath's reference is the initial policy, reset to the current one at each iteration of iterative GRPO.
+6. Old policy: with one gradient step per generation (mu = 1) old_logp = logp.detach(), so the ratio is 1 in
+   value, nothing is clipped and the gradient is A * grad(logp) (TRL; DeepSeekMath also makes a single update
+   per exploration stage). The loss value is then beta * KL on average, not a training signal to watch.
+7. Clip band: eps_high may exceed eps_low (DAPO's clip-higher); None means symmetric. No dual clip, no cap
+   (TRL's delta) and no clamping of the log-ratio before exp (verl clamps to [-20, 20]).
+8. Log-probs are those of softmax(logits / temperature), the sampling temperature, for the policy, old and
+   reference alike (TRL; DeepSeekMath does not say). They are computed a chunk of rows at a time, optionally
+   straight from the final hidden states, so no float32 (B, T, V) tensor exists.
+9. k3 is computed as expm1(d) - d with d = ref_logp - logp: TRL's exp(d) - d - 1 in value (they differ by float
+   rounding, about 1e-7 in float32), but never negative.
+
+Public API:
+    group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, kl_estimate, policy_loss
+"""
+
+from .advantages import group_advantages
+from .kl import kl_estimate
+from .logprobs import token_entropy, token_logprobs, token_logprobs_from_hidden
+from .loss import policy_loss
+
+__all__ = [
+    "group_advantages",
+    "token_logprobs",
+    "token_entropy",
+    "token_logprobs_from_hidden",
+    "kl_estimate",
+    "policy_loss",
+]

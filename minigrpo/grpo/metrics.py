@@ -1,0 +1,72 @@
+"""JSON-lines logs of a GRPO run: one row per step in metrics.jsonl, a few read-worthy completions in samples.jsonl.
+
+One JSON object per line, appended and flushed after every step, so a run that dies keeps every step it finished
+and `pandas.read_json(path, lines=True)` (or a four-line loop) reads it back. On resume the files are cut back to
+the checkpoint's step, so the log reads as if the run had never stopped.
+
+metrics.jsonl keys (all floats unless noted):
+    step (int), loss, reward, reward_std, rewards/<name>/mean, rewards/<name>/std, frac_reward_zero_std,
+    adv/group_std_mean, adv/frac_std_floored, kl, entropy, ratio_mean, clip_ratio/low_mean, clip_ratio/high_mean,
+    clip_ratio/region_mean, completion_length/mean, /min, /max, completion_length/frac_truncated,
+    frac_prompt_truncated, grad_norm, learning_rate, num_tokens (completion tokens in the batch),
+    and the timing fields in TIMING_KEYS.
+"""
+
+import json
+import math
+from pathlib import Path
+
+# Fields that depend on the machine's speed, not on the computation: excluded when comparing two runs.
+TIMING_KEYS = ("step_time", "generation_time", "tokens_per_second")
+
+
+class JsonlLog:
+    """Append-only JSON-lines file with a `truncate_after(step)` for resuming."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, row):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_plain(row)) + "\n")
+            f.flush()
+
+    def read(self):
+        if not self.path.is_file():
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_after(self, step):
+        """Keep rows whose step <= step (a partially written last line is dropped too)."""
+        if not self.path.is_file():
+            return
+        kept = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+                if row.get("step", 0) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
+
+
+def read_metrics(run_dir):
+    """Rows of run_dir/metrics.jsonl as a list of dicts."""
+    return JsonlLog(Path(run_dir) / "metrics.jsonl").read()
+
+
+def _plain(x):
+    """JSON-safe copy: non-finite floats become strings ("nan", "inf") rather than invalid JSON."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x

@@ -1,0 +1,13 @@
+"""Hand-written Llama / Qwen3 models, checkpoint loading, the frozen encoder and the tokenizer."""
+
+from .checkpoint import read_tensor_infos
+from .config import ModelConfig
+from .encoder import Encoder
+from .kv_cache import KVCache
+from .loading import load_body, load_causal_lm, load_encoder
+from .tiny import make_tiny_checkpoint
+from .tokenizer import load_tokenizer
+from .transformer import CausalLM, Transformer
+
+__all__ = ["CausalLM", "Encoder", "KVCache", "ModelConfig", "Transformer", "load_body", "load_causal_lm",
+           "load_encoder", "load_tokenizer", "make_tiny_checkpoint", "read_tensor_infos"]

@@ -1,0 +1,221 @@
+import math
+
+import pytest
+import torch
+
+from minigrpo.data.formats import R1_FORMAT, CompletionFormat
+from minigrpo.data.mcq import MCQItem
+from minigrpo.rewards.semantic import SemanticReward
+
+FMT = CompletionFormat()
+COS30 = math.sqrt(3) / 2
+
+
+class AngleEncoder:
+    """Maps each known text to the unit vector (cos a, sin a) for a hand-chosen angle a in degrees.
+
+    Records every call, so tests can count encoder calls and the texts embedded.
+    """
+
+    def __init__(self, angles):
+        self.angles = angles
+        self.calls = []
+
+    def embed(self, texts, instruction=None):
+        self.calls.append((list(texts), instruction))
+        rad = torch.tensor([math.radians(self.angles[t]) for t in texts], dtype=torch.float64)
+        return torch.stack([rad.cos(), rad.sin()], dim=1).float()  # (N, 2), unit rows
+
+    def embedded_texts(self):
+        return [t for texts, _ in self.calls for t in texts]
+
+
+def item(qid, *refs):
+    return MCQItem(id=qid, question=f"question {qid}?", options={"A": "yes", "B": "no"}, answer="A",
+                   explanations=tuple(refs))
+
+
+def completion(explanation, fmt=FMT):
+    return fmt.render("some reasoning words here now", explanation, "A")
+
+
+def test_no_baseline_reward_is_the_cosine_of_the_angle():
+    enc = AngleEncoder({"ref": 0, "e60": 60, "e90": 90, "e180": 180})
+    reward = SemanticReward(enc, baseline="none")
+    q = item("q1", "ref")
+    out = reward([completion("e60"), completion("e90"), completion("e180")], [q, q, q])
+    assert out.dtype == torch.float32 and out.shape == (3,)
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.0, -1.0]), atol=1e-6, rtol=0)
+    assert reward.name == "semantic"
+
+
+def test_constant_baseline_subtracts_then_rescale_divides_by_room_above_it():
+    enc = AngleEncoder({"ref": 0, "e60": 60, "e0": 0})
+    q = item("q1", "ref")
+    plain = SemanticReward(enc, baseline="constant", constant=0.2)
+    # cos 60 = 0.5: 0.5 - 0.2 = 0.3; a perfect match 1 - 0.2 = 0.8
+    torch.testing.assert_close(plain([completion("e60"), completion("e0")], [q, q]), torch.tensor([0.3, 0.8]),
+                               atol=1e-6, rtol=0)
+    scaled = SemanticReward(enc, baseline="constant", constant=0.2, rescale=True)
+    # (0.5 - 0.2) / (1 - 0.2) = 0.375; a perfect match stays 1
+    torch.testing.assert_close(scaled([completion("e60"), completion("e0")], [q, q]), torch.tensor([0.375, 1.0]),
+                               atol=1e-6, rtol=0)
+
+
+def test_result_is_clipped_to_minus_one_one():
+    enc = AngleEncoder({"ref": 0, "e180": 180})
+    q = item("q1", "ref")
+    # cos 180 = -1, minus b = 0.5 gives -1.5, clipped to -1; b = -0.5 on a perfect match gives 1.5, clipped to 1
+    low = SemanticReward(enc, baseline="constant", constant=0.5)
+    assert low([completion("e180")], [q]).item() == -1.0
+    high = SemanticReward(AngleEncoder({"ref": 0, "e0": 0}), baseline="constant", constant=-0.5)
+    assert high([completion("e0")], [q]).item() == 1.0
+
+
+def off_target_batch():
+    """Three questions with references at 0, 90 and 120 degrees; question 2 appears twice."""
+    enc = AngleEncoder({"r1": 0, "r2": 90, "r3": 120, "e30": 30, "e60": 60, "e150": 150})
+    q1, q2, q3 = item("q1", "r1"), item("q2", "r2"), item("q3", "r3")
+    completions = [completion("e30"), completion("e60"), completion("e60"), completion("e150")]
+    return enc, completions, [q1, q2, q2, q3]
+
+
+def test_off_target_baseline_is_mean_cosine_to_other_distinct_questions():
+    enc, completions, items = off_target_batch()
+    out = SemanticReward(enc, baseline="off_target")(completions, items)
+    # e30 (q1): own cos 30 = 0.8660; others q2 (90): cos 60 = 0.5, q3 (120): cos 90 = 0 -> b = 0.25
+    # e60 (q2): own cos 30 = 0.8660; others q1 (0): cos 60 = 0.5, q3 (120): cos 60 = 0.5 -> b = 0.5
+    #   (q2 appears twice but is this row's own question; each other question counts once)
+    # e150 (q3): own cos 30 = 0.8660; others q1: cos 150 = -0.8660, q2: cos 60 = 0.5 -> b = -0.1830,
+    #   0.8660 + 0.1830 = 1.049 is clipped to 1
+    expected = torch.tensor([COS30 - 0.25, COS30 - 0.5, COS30 - 0.5, 1.0])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_off_target_counts_each_other_question_once_however_often_it_is_repeated():
+    enc = AngleEncoder({"r1": 0, "r2": 90, "r3": 120, "e30": 30, "e60": 60})
+    q1, q2, q3 = item("q1", "r1"), item("q2", "r2"), item("q3", "r3")
+    # q2 four times, q3 once: for the q1 row b = (cos 60 + cos 90) / 2 = 0.25, not (4 * 0.5 + 0) / 5
+    out = SemanticReward(enc)([completion("e30")] + [completion("e60")] * 4 + [completion("e30")],
+                              [q1, q2, q2, q2, q2, q3])
+    assert out[0].item() == pytest.approx(COS30 - 0.25, abs=1e-6)
+
+
+def test_off_target_with_rescale():
+    enc, completions, items = off_target_batch()
+    out = SemanticReward(enc, baseline="off_target", rescale=True)(completions, items)
+    assert out[0].item() == pytest.approx((COS30 - 0.25) / (1 - 0.25), abs=1e-6)
+    assert out[1].item() == pytest.approx((COS30 - 0.5) / (1 - 0.5), abs=1e-6)
+
+
+def test_off_target_includes_questions_whose_completions_have_no_explanation():
+    enc, completions, items = off_target_batch()
+    completions = [completions[0], "no tags", "no tags", "no tags"]
+    out = SemanticReward(enc)(completions, items)
+    # the e30 row still sees q2 and q3 as other questions: b = 0.25
+    torch.testing.assert_close(out, torch.tensor([COS30 - 0.25, -1.0, -1.0, -1.0]), atol=1e-6, rtol=0)
+
+
+def test_off_target_single_question_falls_back_to_running_mean_of_earlier_baselines():
+    enc, completions, items = off_target_batch()
+    reward = SemanticReward(enc, baseline="off_target")
+    q1 = items[0]
+    # no earlier batch: b = 0, the raw cosine
+    assert reward([completion("e30")], [q1]).item() == pytest.approx(COS30, abs=1e-6)
+    reward(completions, items)  # batch-mean b = (0.25 + 0.5 + 0.5 - 0.1830) / 4
+    batch_mean = (0.25 + 0.5 + 0.5 + (0.5 - COS30) / 2) / 4
+    assert reward.last_stats["baseline_mean"] == pytest.approx(batch_mean, abs=1e-6)
+    assert reward([completion("e30")], [q1]).item() == pytest.approx(COS30 - batch_mean, abs=1e-6)
+
+
+def test_several_references_max_or_mean():
+    enc = AngleEncoder({"ra": 0, "rb": 90, "e30": 30})
+    q = item("q1", "ra", "rb")
+    c = [completion("e30")]
+    # cosines to the two references: cos 30 = 0.8660 and cos 60 = 0.5
+    assert SemanticReward(enc, baseline="none", reduce="max")(c, [q]).item() == pytest.approx(COS30, abs=1e-6)
+    assert SemanticReward(enc, baseline="none", reduce="mean")(c, [q]).item() == pytest.approx(
+        (COS30 + 0.5) / 2, abs=1e-6)
+
+
+def test_off_target_uses_the_same_reduction_over_the_other_questions_references():
+    enc = AngleEncoder({"r1": 0, "r2a": 90, "r2b": 150, "e30": 30, "e90": 90})
+    q1, q2 = item("q1", "r1"), item("q2", "r2a", "r2b")
+    c = [completion("e30"), completion("e90")]
+    # row 0 (e30, q1): own cos 30; q2 refs at 90, 150: cos 60 = 0.5, cos 120 = -0.5 -> max 0.5, mean 0
+    out_max = SemanticReward(enc, reduce="max")(c, [q1, q2])
+    out_mean = SemanticReward(enc, reduce="mean")(c, [q1, q2])
+    assert out_max[0].item() == pytest.approx(COS30 - 0.5, abs=1e-6)
+    assert out_mean[0].item() == pytest.approx(COS30 - 0.0, abs=1e-6)
+    # row 1 (e90, q2): own cos 0 = 1 and cos 60 = 0.5 -> max 1, mean 0.75; other q1: cos 90 = 0
+    assert out_max[1].item() == pytest.approx(1.0, abs=1e-6)
+    assert out_mean[1].item() == pytest.approx(0.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("text", ["", "no tags at all", FMT.render("r", "   ", "A"),
+                                  "<reasoning>r</reasoning><explanation>never closed"])
+def test_missing_or_empty_explanation_scores_minus_one_and_is_not_embedded(text):
+    enc = AngleEncoder({"ref": 0, "e60": 60})
+    q = item("q1", "ref")
+    out = SemanticReward(enc, baseline="off_target", rescale=True)([text, completion("e60")], [q, q])
+    assert out[0].item() == -1.0 and torch.isfinite(out).all()
+    assert "" not in enc.embedded_texts() and "   " not in enc.embedded_texts()
+
+
+def test_all_explanations_missing_makes_no_encoder_call():
+    enc = AngleEncoder({})
+    out = SemanticReward(enc)(["x", "y"], [item("q1", "ref"), item("q2", "ref2")])
+    torch.testing.assert_close(out, torch.tensor([-1.0, -1.0]))
+    assert enc.calls == []
+
+
+def test_reference_embeddings_are_cached_across_calls():
+    enc, completions, items = off_target_batch()
+    reward = SemanticReward(enc)
+    first = reward(completions, items)
+    assert len(enc.calls) == 2                                   # references, then explanations
+    assert sorted(enc.calls[0][0]) == ["r1", "r2", "r3"]         # each distinct reference once
+    assert reward.cache_size == 3
+    second = reward(completions, items)
+    assert len(enc.calls) == 3                                   # only the explanations again
+    assert enc.calls[2][0] == ["e30", "e60", "e60", "e150"]      # one batched call for all explanations
+    torch.testing.assert_close(first, second)
+    assert enc.embedded_texts().count("r1") == 1
+
+
+def test_only_new_references_are_embedded():
+    enc = AngleEncoder({"r1": 0, "r2": 90, "e30": 30})
+    reward = SemanticReward(enc, baseline="none")
+    reward([completion("e30")], [item("q1", "r1")])
+    reward([completion("e30"), completion("e30")], [item("q1", "r1"), item("q2", "r2")])
+    assert enc.calls[2][0] == ["r2"]
+
+
+def test_instruction_is_passed_for_explanations_and_references():
+    enc = AngleEncoder({"ref": 0, "e60": 60})
+    SemanticReward(enc, baseline="none", instruction="Compare explanations")([completion("e60")], [item("q", "ref")])
+    assert [instr for _, instr in enc.calls] == ["Compare explanations", "Compare explanations"]
+
+
+def test_r1_format_explanation_is_scored():
+    enc = AngleEncoder({"ref": 0, "e60": 60})
+    out = SemanticReward(enc, baseline="none", fmt=R1_FORMAT)([completion("e60", R1_FORMAT)], [item("q", "ref")])
+    assert out.item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_bad_arguments_are_errors():
+    with pytest.raises(ValueError, match="baseline"):
+        SemanticReward(AngleEncoder({}), baseline="mean")
+    with pytest.raises(ValueError, match="reduce"):
+        SemanticReward(AngleEncoder({}), reduce="min")
+    with pytest.raises(ValueError, match="2 completions and 1 items"):
+        SemanticReward(AngleEncoder({}))(["a", "b"], [item("q", "r")])
+
+
+def test_encoder_returning_wrong_shape_is_an_error():
+    class Broken:
+        def embed(self, texts):
+            return torch.zeros(len(texts) + 1, 2)
+
+    with pytest.raises(ValueError, match="encoder.embed"):
+        SemanticReward(Broken())([completion("e")], [item("q", "r")])
