@@ -1,17 +1,19 @@
 """Rollout throughput: new tokens per second of `minigrpo.generation.generate` against transformers' `generate()`.
 
 Both decode the same random tiny Llama (weights written by transformers, loaded by minigrpo), from prompts of equal
-length, sampling at temperature 1 with no top-k/top-p and no EOS, so both produce exactly `--new-tokens` tokens
-per row. Each configuration is timed `--repeats` times after a warm-up run; the best time is reported (the least
-disturbed by other processes on the machine).
+length (unless --left-pad), sampling at temperature 1 with no top-k/top-p and no EOS, so both produce exactly
+`--new-tokens` tokens per row. Each configuration is timed `--repeats` times after a warm-up run, ours and
+transformers' alternating; the best time of each is reported (the least disturbed by other processes).
 
     python benchmarks/generation.py                       # batch 1 and 24, 2 threads
     python benchmarks/generation.py --profile --batch-sizes 24   # where our time goes (torch.profiler)
+    python benchmarks/generation.py --left-pad            # prompts of different lengths, as in real rollouts
 
 Look at the `ratio` column: ours / transformers tokens per second.
 """
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -46,14 +48,18 @@ def run_transformers(model, ids, mask, new_tokens):
     assert seq.shape == (ids.shape[0], ids.shape[1] + new_tokens)
 
 
-def best_time(fn, repeats):
-    fn()  # warm-up: allocator, thread pool, lazy imports
-    times = []
+def best_times(fns, repeats):
+    """Best wall time of each function over `repeats` rounds; the functions alternate within a round, so a burst
+    of load from other processes hits both sides alike."""
+    for fn in fns:
+        fn()  # warm-up: allocator, thread pool, lazy imports
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main():
@@ -63,7 +69,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
     parser.add_argument("--vocab", type=int, default=8192, help="vocabulary size of the random model")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (best is kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (best is kept)")
+    parser.add_argument("--left-pad", action="store_true",
+                        help="left-pad every other row by a random amount (prompts of different lengths)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of our decoding")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,20 +79,26 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         hf, ours = build_models(tmp, args.vocab)
     print(f"random Llama: hidden 256, 4 layers, 4 heads / 2 kv heads, vocab {args.vocab}; prompt {args.prompt_len}, "
-          f"{args.new_tokens} new tokens, {args.threads} threads, best of {args.repeats}")
+          f"{args.new_tokens} new tokens, {args.threads} threads, best of {args.repeats}"
+          f"{', left-padded' if args.left_pad else ''}; load average {os.getloadavg()[0]:.1f} (of {os.cpu_count()} cores)")
     print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6}")
     for batch in args.batch_sizes:
         ids = torch.randint(2, args.vocab, (batch, args.prompt_len), generator=torch.Generator().manual_seed(batch))
         mask = torch.ones_like(ids)
+        if args.left_pad:
+            for row in range(1, batch, 2):
+                mask[row, :int(torch.randint(1, args.prompt_len // 2, ()))] = 0
+            ids = ids.masked_fill(mask == 0, 0)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 run_ours(ours, ids, mask, args.new_tokens)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        t_ours = best_time(lambda: run_ours(ours, ids, mask, args.new_tokens), args.repeats)
-        t_hf = best_time(lambda: run_transformers(hf, ids, mask, args.new_tokens), args.repeats)
+        t_ours, t_hf = best_times([lambda: run_ours(ours, ids, mask, args.new_tokens),
+                                   lambda: run_transformers(hf, ids, mask, args.new_tokens)], args.repeats)
         n = batch * args.new_tokens
         print(f"{batch:>5} {n / t_ours:>11.0f} {n / t_hf:>19.0f} {t_hf / t_ours:>5.2f}x")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

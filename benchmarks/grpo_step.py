@@ -5,7 +5,9 @@ Fixed configuration (both trainers): a random tiny Llama (hidden 256, 4 layers, 
 tokenizer without an EOS id, TRL gets min_new_tokens=64), LoRA r=32 / alpha=64 on q/k/v/o, beta=0.04 (reference
 forward with adapters disabled), one update per generation batch, float32 on the CPU, 2 threads. A step is
 everything from sampling the prompts to the optimizer step: generation, rewards, reference and policy log-probs,
-backward, clipping, AdamW. The first step is a warm-up and not counted; the mean of the others is reported.
+backward, clipping, AdamW. The first step of each run is a warm-up and not counted; the median of the others is
+reported (the median resists bursts of load from other processes), in wall-clock seconds and in process CPU
+seconds (user + system over all threads, which load from other processes inflates much less than wall time).
 
     python benchmarks/grpo_step.py --steps 6                 # ours only; last line: seconds_per_step=X
     python benchmarks/grpo_step.py --steps 6 --compare-trl   # also TRL 1.x GRPOTrainer + PEFT, same process
@@ -23,11 +25,11 @@ see torch's allocations at all.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -70,21 +72,27 @@ class NoEOS:
         return getattr(self._tok, name)
 
 
-def ours_config(run_dir, steps, prompts=4, chunk_size=1024):
+def ours_config(run_dir, steps, prompts=4, chunk_size=None, merge=False):
     return GRPOConfig(prompts_per_step=prompts, num_generations=6, max_prompt_length=64, max_completion_length=64,
                       beta=0.04, num_iterations=1, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64.0,
                       device="cpu", dtype="float32", max_steps=steps, progress=False, sample_interval=0,
-                      save_interval=0, run_dir=str(run_dir), logprob_chunk_size=chunk_size)
+                      save_interval=0, run_dir=str(run_dir), logprob_chunk_size=chunk_size,
+                      merge_for_generation=merge)
 
 
-def run_ours(ckpt, steps):
+def run_ours(ckpt, steps, merge=False):
+    """(wall seconds, process CPU seconds) of each train_step."""
     policy, tok = load_causal_lm(ckpt), load_tokenizer(ckpt)
     reward = {"letters": lambda c, i: torch.tensor(distinct_letters(c))}
+    times = []
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = GRPOTrainer(policy, NoEOS(tok), reward, PROMPTS, lambda p: p, ours_config(run_dir, steps))
-        rows = trainer.train()
-    assert all(r["completion_length/min"] == 64 for r in rows), "a row stopped early"
-    return [r["step_time"] for r in rows]
+        trainer = GRPOTrainer(policy, NoEOS(tok), reward, PROMPTS, lambda p: p, ours_config(run_dir, steps, merge=merge))
+        for step in range(1, steps + 1):
+            wall, cpu = time.perf_counter(), time.process_time()
+            row = trainer.train_step(step)
+            times.append((time.perf_counter() - wall, time.process_time() - cpu))
+            assert row["completion_length/min"] == 64, "a row stopped early"
+    return times
 
 
 def run_trl(ckpt, steps):
@@ -99,10 +107,10 @@ def run_trl(ckpt, steps):
             self.times, self.start = [], None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+            self.start = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self.start)
+            self.times.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1]))
 
     with tempfile.TemporaryDirectory() as out:
         args = TRLConfig(output_dir=out, per_device_train_batch_size=24, num_generations=6,
@@ -129,7 +137,7 @@ def memory_worker(kind, out_dir):
     policy, tok = load_causal_lm(out_dir), load_tokenizer(out_dir)
     reward = {"letters": lambda c, i: torch.tensor(distinct_letters(c))}
     with tempfile.TemporaryDirectory() as run_dir:
-        config = ours_config(run_dir, 2, prompts=2, chunk_size=1024 if kind == "chunked" else 0)
+        config = ours_config(run_dir, 2, prompts=2, chunk_size=None if kind == "chunked" else 0)
         trainer = GRPOTrainer(policy, NoEOS(tok), reward, PROMPTS, lambda p: p, config)
         trainer.train_step(1)
         with open("/proc/self/clear_refs", "w") as f:
@@ -168,6 +176,9 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="steps per trainer; the first is a warm-up, not counted")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--compare-trl", action="store_true", help="also time TRL's GRPOTrainer (needs trl, peft, datasets)")
+    ap.add_argument("--merge-for-generation", action="store_true",
+                    help="ours samples from merged LoRA weights (GRPOConfig.merge_for_generation)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat ours (and TRL) this many times, alternating")
     ap.add_argument("--memory", action="store_true", help="measure peak step memory, chunked vs plain log-probs")
     ap.add_argument("--memory-worker", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -180,15 +191,18 @@ def main():
         run_memory()
     with tempfile.TemporaryDirectory() as d:
         build_checkpoint(d, 8192)
-        ours = run_ours(d, args.steps)[1:]
-        mean_ours = sum(ours) / len(ours)
-        print(f"ours: steps {[round(t, 3) for t in ours]}")
-        if args.compare_trl:
-            trl = run_trl(d, args.steps)[1:]
-            mean_trl = sum(trl) / len(trl)
-            print(f"trl:  steps {[round(t, 3) for t in trl]}")
-            print(f"trl_seconds_per_step={mean_trl:.4f} ours/trl={mean_ours / mean_trl:.3f}")
-    print(f"seconds_per_step={mean_ours:.4f}")
+        ours, trl = [], []
+        for _ in range(args.rounds):  # alternate, so a burst of load elsewhere on the machine hits both
+            ours += run_ours(d, args.steps, merge=args.merge_for_generation)[1:]
+            if args.compare_trl:
+                trl += run_trl(d, args.steps)[1:]
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    print(f"ours: wall {[round(t[0], 3) for t in ours]} cpu {[round(t[1], 3) for t in ours]}")
+    if args.compare_trl:
+        print(f"trl:  wall {[round(t[0], 3) for t in trl]} cpu {[round(t[1], 3) for t in trl]}")
+        print(f"median wall s/step: ours {med(ours, 0):.4f} trl {med(trl, 0):.4f} ours/trl {med(ours, 0) / med(trl, 0):.3f}")
+        print(f"median CPU  s/step: ours {med(ours, 1):.4f} trl {med(trl, 1):.4f} ours/trl {med(ours, 1) / med(trl, 1):.3f}")
+    print(f"seconds_per_step={med(ours, 0):.4f}")
 
 
 if __name__ == "__main__":

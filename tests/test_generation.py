@@ -21,14 +21,16 @@ class CountingLM(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, head_dim=1,
                                       max_position_embeddings=max_positions)
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(VOCAB, 1)  # unused; gives generate() a device and a dtype
         self.lm_head = nn.Identity()
-        self.unused = nn.Parameter(torch.zeros(1))
         self.calls = []
 
     def hidden_states(self, input_ids, attention_mask=None, position_ids=None, kv_cache=None):
         self.calls.append(dict(input_ids=input_ids.clone(), position_ids=position_ids.clone(),
                                attention_mask=None if attention_mask is None else attention_mask.clone(),
-                               seen=kv_cache.seen))
+                               seen=kv_cache.seen, cache_storage=kv_cache.keys.data_ptr(),
+                               cache_slots=kv_cache.max_length))
         b, t = input_ids.shape
         kv_cache.update(0, input_ids[:, None, :, None].float(), input_ids[:, None, :, None].float())
         kv_cache.advance(t)
@@ -64,6 +66,8 @@ def test_decoding_feeds_one_token_per_step_with_next_positions_and_a_growing_mas
     prefill, *steps = lm.calls
     assert prefill["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]] and prefill["seen"] == 0
     assert len(steps) == 2  # the last token is sampled, never fed back
+    # one cache, allocated once for P + N slots and written in place: no per-step concatenation
+    assert {(c["cache_storage"], c["cache_slots"]) for c in lm.calls} == {(prefill["cache_storage"], 3 + 3)}
     for t, call in enumerate(steps):
         assert call["input_ids"].shape == (2, 1) and call["seen"] == 3 + t
         assert call["position_ids"].tolist() == [[3 + t], [1 + t]]
@@ -134,6 +138,23 @@ def test_model_mode_is_left_unchanged_and_outputs_work_in_autograd():
 def test_bad_prompts_raise_a_clear_error(ids, mask, max_new, match):
     with pytest.raises(ValueError, match=match):
         generate(CountingLM(max_positions=64), ids, mask, max_new_tokens=max_new)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=-0.5), "temperature"), (dict(top_k=2.5), "top_k"), (dict(top_p=0.0), "top_p"),
+    (dict(eos_token_id=[]), "eos_token_id"), (dict(eos_token_id="</s>"), "eos_token_id"),
+])
+def test_bad_sampling_arguments_raise_before_any_forward(kwargs, match):
+    lm = CountingLM()
+    with pytest.raises(ValueError, match=match):
+        generate(lm, *left_padded([[1, 2]]), max_new_tokens=3, **kwargs)
+    assert lm.calls == []
+
+
+def test_eos_ids_may_be_a_tensor_or_a_set():
+    for eos in (torch.tensor([4, 9]), {4, 9}):
+        out = generate(CountingLM(), *left_padded([[1], [6]]), max_new_tokens=10, temperature=0.0, eos_token_id=eos)
+        assert out.completion_ids.tolist() == [[2, 3, 4], [7, 8, 9]]
 
 
 def test_context_check_counts_real_tokens_not_padding():
@@ -240,3 +261,16 @@ def test_seeded_generate_is_reproducible(tiny_pair):
     run = lambda seed: generate(lm, ids, mask, max_new_tokens=8, top_k=30, top_p=0.9,  # noqa: E731
                                 generator=torch.Generator().manual_seed(seed)).completion_ids
     assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))
+
+
+def test_bf16_model_decodes_into_a_bf16_cache(tmp_path, monkeypatch):
+    from minigrpo.models import load_causal_lm
+
+    make_tiny_pair("llama", tmp_path)
+    lm = load_causal_lm(tmp_path, dtype=torch.bfloat16).eval()
+    cache_dtypes, for_model = [], KVCache.for_model
+    monkeypatch.setattr(KVCache, "for_model", classmethod(
+        lambda cls, *args, **kwargs: cache_dtypes.append(kwargs["dtype"]) or for_model(*args, **kwargs)))
+    out = generate(lm, *padded_prompts(), max_new_tokens=4, temperature=0.0)
+    assert cache_dtypes == [torch.bfloat16]
+    assert out.completion_ids.shape == (3, 4) and out.completion_ids.dtype == torch.long

@@ -35,7 +35,9 @@ class Toy(nn.Module):
     def __init__(self, v=11, c=8):
         super().__init__()
         self.embed = nn.Embedding(v, c)
-        self.layers = nn.ModuleList(nn.ModuleDict({"self_attn": Attn(c), "gate_proj": nn.Linear(c, 12)}) for _ in range(2))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"self_attn": Attn(c), "gate_proj": nn.Linear(c, 12)}) for _ in range(2)
+        )
         self.norm = nn.LayerNorm(c)
         self.lm_head = nn.Linear(c, v, bias=False)
 

@@ -13,7 +13,7 @@ from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
 from minigrpo.grpo.rollout import completion_logprobs, generate_and_score
 from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
-from minigrpo.lora import lora_parameters
+from minigrpo.lora import lora_layers, lora_parameters
 from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
 
 PROMPTS = ["the cat sat", "hello", "one two three four five", "a"]  # unequal lengths: left padding is exercised
@@ -133,6 +133,20 @@ def test_gradient_accumulation_equals_the_full_batch(tiny, tmp_path, loss_type):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
+def test_merging_for_generation_restores_the_base_weights_exactly(tiny, tmp_path):
+    t = make_trainer(tiny, tmp_path, merge_for_generation=True)
+    randomize_adapters(t)
+    before = {n: p.detach().clone() for n, p in t.policy.named_parameters()}
+    unmerged = rollout(t.__class__(t.policy, t.tokenizer, t.reward_fns, PROMPTS, lambda p: p,
+                                   dataclasses.replace(t.config, merge_for_generation=False)))
+    merged = rollout(t)
+    for n, p in t.policy.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert not any(m.merged for _, m in lora_layers(t.policy))
+    assert merged.completion_ids.shape == unmerged.completion_ids.shape
+    assert (merged.completion_ids == unmerged.completion_ids).float().mean() > 0.9  # same policy up to rounding
+
+
 def test_chunked_logprobs_match_the_plain_log_softmax(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, temperature=0.7)
     randomize_adapters(t)
@@ -143,6 +157,27 @@ def test_chunked_logprobs_match_the_plain_log_softmax(tiny, tmp_path):
         plain, plain_h = completion_logprobs(*args, temperature=0.7, chunk_size=0, with_entropy=True)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast_h, plain_h, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_logprobs_match_the_checkpointed_oracle_in_value_and_gradient(temperature):
+    from minigrpo.grpo.logprobs import token_entropy, token_logprobs_from_hidden
+    from minigrpo.grpo.rollout import _LogprobsFromHidden
+
+    torch.manual_seed(0)
+    h0, w0 = torch.randn(10, 8), torch.randn(50, 8) * 0.5
+    y, g = torch.randint(0, 50, (10,)), torch.randn(10)
+    h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+    logp, entropy = _LogprobsFromHidden.apply(h, w, y, temperature, 3)  # chunks of 3 rows: 4 chunks, one ragged
+    (logp * g).sum().backward()
+    h_ref, w_ref = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+    logp_ref, _ = token_logprobs_from_hidden(h_ref[None], w_ref, y[None], temperature, chunk_size=4)
+    (logp_ref[0] * g).sum().backward()
+    torch.testing.assert_close(logp, logp_ref[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(entropy, token_entropy((h0 @ w0.T)[None], temperature)[0], rtol=0, atol=1e-5)
+    assert not entropy.requires_grad
 
 
 def test_logprobs_follow_an_adapter_on_the_output_head(tiny, tmp_path):
@@ -201,6 +236,19 @@ def test_resume_reproduces_the_uninterrupted_metrics(tiny, tmp_path):
         return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
     assert strip(read_metrics(run_b)) == strip(json.loads(json.dumps(straight)))
+
+
+def test_each_epoch_visits_every_item_once_in_a_seeded_order(tiny, tmp_path):
+    t = make_trainer(tiny, tmp_path, prompts_per_step=2)  # 4 items: steps 1-2 are epoch 0, steps 3-4 epoch 1
+    epoch0 = t.items_for_step(1) + t.items_for_step(2)
+    epoch1 = t.items_for_step(3) + t.items_for_step(4)
+    assert sorted(epoch0) == sorted(PROMPTS) == sorted(epoch1)
+    assert make_trainer(tiny, tmp_path / "again", prompts_per_step=2).items_for_step(2) == t.items_for_step(2)
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(tiny, tmp_path):
+    rows = make_trainer(tiny, tmp_path, resume=True, max_steps=1).train()
+    assert [r["step"] for r in rows] == [1]
 
 
 def test_reusing_a_run_dir_without_resume_is_refused(tiny, tmp_path):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..generation import generate
+from ..grpo.rollout import encode_prompts
 from ..rewards import combine_rewards
 
 
@@ -45,16 +46,18 @@ def evaluate_policy(model, tokenizer, items, prompt_fn, reward_fns, *, weights=N
     was_training = model.training
     model.eval()
     completions, lengths = [], []
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        ids, mask = tokenizer.batch_encode([prompt_fn(it) for it in batch], padding_side="left",
-                                           max_length=max_prompt_length, add_special_tokens=False)
-        out = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=0.0,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
-        lengths += out.completion_mask.sum(1).tolist()
-        completions += tokenizer.batch_decode([row[m.bool()].tolist() for row, m in
-                                               zip(out.completion_ids, out.completion_mask)])
-    model.train(was_training)
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            # the same prompts as GRPO rollouts: left-truncated, so a long prompt keeps its answer cue
+            ids, mask, _ = encode_prompts(tokenizer, [prompt_fn(it) for it in batch], max_prompt_length)
+            out = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=0.0,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+            lengths += out.completion_mask.sum(1).tolist()
+            completions += tokenizer.batch_decode([row[m.bool()].tolist() for row, m in
+                                                   zip(out.completion_ids, out.completion_mask)])
+    finally:
+        model.train(was_training)
     scores = combine_rewards(reward_fns, weights, completions, list(items))
     samples = [{"prompt": prompt_fn(items[i]), "completion": completions[i],
                 "rewards": {k: round(v[i].item(), 4) for k, v in scores.components.items()}}

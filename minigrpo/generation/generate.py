@@ -15,11 +15,12 @@ Conventions (the same as transformers' `generate()`, so that greedy decoding is 
 Shapes: B rows, P prompt length, N new tokens, S = P + N cache slots, V vocabulary.
 """
 
+import operator
 from dataclasses import dataclass
 
 import torch
 
-from minigrpo.generation.sampling import sample_next_token
+from minigrpo.generation.sampling import check_sampling_args, sample_next_token
 from minigrpo.models.kv_cache import KVCache
 
 
@@ -88,11 +89,17 @@ def check_prompts(prompt_ids, prompt_mask, max_new_tokens, max_positions):
 
 
 def _eos_tensor(eos_token_id, device):
-    """None -> None; an int or a collection of ints -> a 1-D long tensor of stop ids."""
+    """None -> None; an int or a collection of ints (list, tuple, set, 1-D tensor) -> a 1-D long tensor of stop ids."""
     if eos_token_id is None:
         return None
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if len(ids) == 0 or not all(isinstance(i, int) for i in ids):
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.tolist()
+    items = [eos_token_id] if not isinstance(eos_token_id, (list, tuple, set, frozenset)) else list(eos_token_id)
+    try:
+        ids = [operator.index(i) for i in items]  # ints, numpy ints; rejects floats and strings
+    except TypeError:
+        ids = []
+    if len(ids) == 0:
         raise ValueError(f"eos_token_id must be None, an int or a non-empty collection of ints, found {eos_token_id!r}")
     return torch.tensor(ids, dtype=torch.long, device=device)
 
@@ -108,36 +115,36 @@ def generate(model, prompt_ids, prompt_mask, *, max_new_tokens, temperature=1.0,
              eos_token_id=None, pad_token_id=0, generator=None):
     """Sample up to max_new_tokens tokens after each left-padded prompt; returns a GenerationOutput.
 
-    model: a CausalLM (`hidden_states(input_ids, attention_mask, position_ids, kv_cache)`, `lm_head`, `config`).
-        It is used in whatever mode it is in: call model.eval() first if it has dropout. Runs under
-        torch.inference_mode; the returned tensors are ordinary tensors, usable later in autograd.
+    model: a CausalLM (uses `hidden_states(...)`, `lm_head`, `config` and `model.embed_tokens` for the device and
+        dtype). It is used in whatever mode it is in, never switched: call model.eval() first if it has dropout.
+        Runs under torch.inference_mode; the returned tensors are ordinary tensors, usable later in autograd.
     prompt_ids, prompt_mask: (B, P) long, left-padded, mask 1 = real token.
     temperature: 0 = greedy (argmax); else softmax(logits / temperature), filtered by top_k (0 = off) and
         top_p (1 = off) as in `sampling.py`.
     eos_token_id: None (never stop early), an int, or a collection of ints (any of them stops the row).
     generator: a torch.Generator on the model's device, for reproducible sampling.
     """
-    config = model.config
-    check_prompts(prompt_ids, prompt_mask, max_new_tokens, config.max_position_embeddings)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), found {temperature}")
-    param = next(model.parameters())
+    check_prompts(prompt_ids, prompt_mask, max_new_tokens, model.config.max_position_embeddings)
+    check_sampling_args(temperature, top_k, top_p)
+    # the cache holds what the layers compute, in the dtype of the activations, i.e. of the token embeddings
+    weight = model.model.embed_tokens.weight
+    eos_ids = _eos_tensor(eos_token_id, weight.device)
     with torch.inference_mode():
-        out_ids, out_mask = _decode(model, prompt_ids.to(param.device), prompt_mask.to(param.device),
-                                    max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p,
-                                                         generator=generator),
-                                    _eos_tensor(eos_token_id, param.device), pad_token_id, param.dtype)
+        completion_ids, completion_mask = _sample_loop(
+            model, prompt_ids.to(weight.device), prompt_mask.to(weight.device), max_new_tokens, eos_ids,
+            pad_token_id, weight.dtype, dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator))
     # clone outside inference mode: inference tensors cannot be saved for backward (e.g. as a gather index)
-    return GenerationOutput(completion_ids=out_ids.clone(), completion_mask=out_mask.clone())
+    return GenerationOutput(completion_ids=completion_ids.clone(), completion_mask=completion_mask.clone())
 
 
-def _decode(model, prompt_ids, prompt_mask, max_new_tokens, sampling, eos_ids, pad_token_id, dtype):
+def _sample_loop(model, prompt_ids, prompt_mask, max_new_tokens, eos_ids, pad_token_id, dtype, sampling):
+    """The prefill and decoding loop of `generate`, on checked inputs; returns completion ids and mask (B, N)."""
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
     cache = KVCache.for_model(model.config, batch, prompt_len + max_new_tokens, dtype=dtype, device=device)
 
-    # One mask for the whole run, filled in place: prompt part from the caller, ones for every new token.
-    # Without any pad, no mask at all, which lets attention take its plain causal path.
+    # One mask for the whole run, filled once: the prompt part from the caller, ones for every new token; each
+    # step passes a slice of it. Without any pad, no mask at all, which lets attention take its unmasked path.
     if bool(prompt_mask.all()):
         full_mask = None
     else:
@@ -151,22 +158,20 @@ def _decode(model, prompt_ids, prompt_mask, max_new_tokens, sampling, eos_ids, p
 
     completion_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)  # (B, N)
     completion_mask = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=device)  # (B, N)
-    running = torch.ones(batch, dtype=torch.bool, device=device)  # (B,) rows that have not yet emitted EOS
-    n_new = max_new_tokens
+    running = torch.ones(batch, dtype=torch.bool, device=device)  # (B,) rows that have not emitted EOS yet
     for t in range(max_new_tokens):
         token = sample_next_token(logits, **sampling)  # (B,)
-        if eos_ids is not None:
-            token = torch.where(running, token, pad_token_id)
-            completion_mask[:, t] = running
-            running = running & ~torch.isin(token, eos_ids)
-        else:
+        if eos_ids is None:
             completion_mask[:, t] = 1
+        else:
+            token = torch.where(running, token, pad_token_id)
+            completion_mask[:, t] = running  # a row's EOS itself still counts
+            running = running & ~torch.isin(token, eos_ids)
         completion_ids[:, t] = token
         if t == max_new_tokens - 1:
-            break
-        if eos_ids is not None and not bool(running.any()):  # one host sync per step, only when EOS can stop rows
-            n_new = t + 1
-            break
+            break  # the last token is never fed back
+        if eos_ids is not None and not bool(running.any()):  # one host sync per step, only when rows can stop
+            return completion_ids[:, :t + 1], completion_mask[:, :t + 1]
         step_mask = None if full_mask is None else full_mask[:, :prompt_len + t + 1]  # (B, P + t + 1)
         logits = _last_logits(model, token[:, None], step_mask, next_position + t, cache)  # (B, V)
-    return completion_ids[:, :n_new], completion_mask[:, :n_new]
+    return completion_ids, completion_mask

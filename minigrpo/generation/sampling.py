@@ -15,6 +15,16 @@ import torch
 NEG_INF = float("-inf")
 
 
+def check_sampling_args(temperature, top_k, top_p):
+    """Raise a ValueError naming the first bad argument: temperature >= 0, top_k an int >= 0, 0 < top_p <= 1."""
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), found {temperature}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0 disables it), found {top_k!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1 disables it), found {top_p}")
+
+
 def apply_temperature(logits, temperature):
     """logits / temperature, for temperature > 0 (temperature = 0 means greedy and is handled by the caller).
 
@@ -32,10 +42,9 @@ def top_k_filter(logits, top_k, min_tokens_to_keep=1):
     Ties with the k_eff-th value are therefore all kept (transformers' rule), so a row may keep more than k_eff.
     top_k = 0 disables the filter.
     """
+    check_sampling_args(1.0, top_k, 1.0)
     if top_k == 0:
         return logits
-    if not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 disables it), found {top_k!r}")
     k = min(max(top_k, min_tokens_to_keep), logits.shape[-1])
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, NEG_INF)
@@ -50,8 +59,7 @@ def top_p_filter(logits, top_p, min_tokens_to_keep=1):
     Example: p = [0.5, 0.3, 0.15, 0.05], top_p = 0.7 -> ascending c = [0.05, 0.2, 0.5, 1.0], removed where
     c <= 0.3, so 0.5 and 0.3 are kept. top_p = 1 disables the filter.
     """
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], found {top_p}")
+    check_sampling_args(1.0, 0, top_p)
     if top_p == 1.0:
         return logits
     sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=False)  # (B, V) ascending
@@ -89,8 +97,7 @@ def sample_next_token(logits, *, temperature=1.0, top_k=0, top_p=1.0, generator=
     with `generator`, so a seeded generator reproduces the same tokens. Filtering is done in float32 like
     transformers' generate, whatever the model dtype.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), found {temperature}")
+    check_sampling_args(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     scores = apply_temperature(logits.float(), temperature)

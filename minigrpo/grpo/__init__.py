@@ -49,3 +49,10 @@ __all__ = [
     "kl_estimate",
     "policy_loss",
 ]
+
+# The training loop built on the functions above (config, rollout, trainer, checkpoints).
+from .config import GRPOConfig  # noqa: E402
+from .rollout import RolloutBatch, completion_logprobs, generate_and_score  # noqa: E402
+from .trainer import GRPOTrainer, TrainingStopped  # noqa: E402
+
+__all__ += ["GRPOConfig", "GRPOTrainer", "TrainingStopped", "RolloutBatch", "generate_and_score", "completion_logprobs"]

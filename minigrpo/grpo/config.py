@@ -71,9 +71,14 @@ class GRPOConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda if available).")
     dtype: str = _f("auto", "Autocast dtype for forward passes: float32 (none), bfloat16, float16, or auto "
                             "(bfloat16 on a GPU that supports it, float32 on CPU). LoRA weights stay float32.")
+    merge_for_generation: bool = _f(False, "Sample from W + s*B@A merged into the base weights (faster decoding: no adapter "
+                                           "matmuls per token). The base weights are copied first and restored bit for bit "
+                                           "after; the copy costs the memory of the targeted weights. On a bf16 base the "
+                                           "merged weight is rounded to bf16, so the sampler differs slightly from the policy.")
     gradient_checkpointing: bool = _f(False, "Recompute each decoder block in backward instead of storing its activations.")
-    logprob_chunk_size: int = _f(1024, "Rows projected onto the vocabulary at once when scoring tokens; 0 = the plain "
-                                       "path, a float32 log_softmax over full (B, T, V) logits (memory-hungry reference).")
+    logprob_chunk_size: int | None = _f(None, "Rows (positions) projected onto the vocabulary at once when scoring tokens; "
+                                              "None = about 2**24 / V rows (64 MiB of float32 logits per chunk); 0 = the "
+                                              "plain path, a float32 log_softmax over full (B, T, V) logits.")
     seed: int = _f(0, "Seeds prompt order, sampling and adapter init.")
 
     # ---- logging and checkpoints ----
@@ -133,10 +138,11 @@ def _problems(c):
 
     for name, lo in (("prompts_per_step", 1), ("max_prompt_length", 1), ("max_steps", 1), ("num_iterations", 1),
                      ("gradient_accumulation_steps", 1), ("lora_r", 1), ("top_k", 0), ("warmup_steps", 0),
-                     ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1),
-                     ("logprob_chunk_size", 0)):
+                     ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1)):
         if not is_int(getattr(c, name), lo):
             yield f"{name} must be an int >= {lo}, found {getattr(c, name)!r}"
+    if c.logprob_chunk_size is not None and not is_int(c.logprob_chunk_size, 0):
+        yield f"logprob_chunk_size must be None or an int >= 0, found {c.logprob_chunk_size!r}"
     if not is_int(c.num_generations, 2):
         yield (f"num_generations must be an int >= 2 (advantages compare a completion with its siblings; a group "
                f"of one has no signal), found {c.num_generations!r}")

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..generation import generate, repeat_prompts
-from ..lora import LoRALinear
+from ..lora import LoRALinear, lora_layers, merge_lora
 from ..rewards import combine_rewards
 from .advantages import group_advantages
-from .logprobs import token_logprobs_from_hidden
 
 
 class ScoringError(ValueError):
@@ -105,13 +104,18 @@ def position_ids_from_mask(mask):
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, S)
 
 
+CHUNK_ELEMENTS = 2**24  # logits per chunk when the chunk size is automatic: 64 MiB in float32
+
+
 def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *, temperature=1.0,
-                        chunk_size=1024, with_entropy=False):
+                        chunk_size=None, with_entropy=False):
     """log pi(y_t | x, y_<t) / entropy for every completion position, (B, N) float32 each (entropy None if not asked).
 
     The model reads prompt + completion; hidden state at position Tp - 1 + t (after the final norm) predicts
-    completion token t, so only the N positions from Tp - 1 on are projected onto the vocabulary. chunk_size = 0
-    takes the plain path instead: full (B, N, V) logits and a float32 log_softmax (the oracle; memory-hungry).
+    completion token t, so only the N positions from Tp - 1 on are projected onto the vocabulary (by
+    _LogprobsFromHidden below), chunk_size rows at a time; None sizes the chunks by the vocabulary, CHUNK_ELEMENTS // V rows, because every temporary of a chunk
+    is (rows, V): 1024 rows of a 151,936-token vocabulary would be 0.6 GB each. chunk_size = 0 takes the plain path
+    instead: full (B, N, V) logits and a float32 log_softmax (the oracle; memory-hungry).
     Positions count real tokens only (see position_ids_from_mask), as during generation.
     """
     Tp, N = prompt_ids.shape[1], completion_ids.shape[1]
@@ -128,8 +132,75 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
             with torch.no_grad():
                 entropy = -(logps.exp() * logps).sum(dim=-1)  # (B, N)
         return logp, entropy
-    return token_logprobs_from_hidden(hidden.to(weight.dtype), weight, completion_ids, temperature,
-                                      chunk_size=chunk_size, with_entropy=with_entropy)
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    B = hidden.shape[0]
+    rows = hidden.to(weight.dtype).reshape(B * N, -1)  # (B*N, C)
+    logp, entropy = _LogprobsFromHidden.apply(rows, weight, completion_ids.reshape(B * N), float(temperature),
+                                              chunk_size)
+    return logp.view(B, N), (entropy.view(B, N) if with_entropy else None)
+
+
+class _LogprobsFromHidden(torch.autograd.Function):
+    """Log-probs (with grad) and entropies (without) of sampled tokens, straight from hidden states, in row chunks.
+
+    Per row h (C,) with sampled token y, z = W h / tau (V,), computed in float32 from the weights' dtype:
+        lse  = m + log sum_v exp(z_v - m),  m = max_v z_v
+        logp = z_y - lse
+        H    = lse - sum_v p_v z_v,         p = softmax(z) = exp(z - lse)
+    Backward (logp only; H is logged, never trained):
+        d logp / d z = onehot(y) - p,  d z / d h = W / tau   =>   grad_h = (g (onehot(y) - p) / tau) W
+        (and grad_W = (g (onehot(y) - p) / tau)^T h when W requires grad, e.g. a LoRA-wrapped lm_head).
+
+    This is token_logprobs_from_hidden (the readable version in logprobs.py, which it is tested against) with the
+    softmax work shared: the forward exponentiates each chunk's logits once for both lse and H and keeps only lse
+    per row (B*N floats); the backward recomputes one chunk's z, reuses lse, and forms no (rows, V) tensor besides
+    z itself, where autograd through a checkpoint redoes the logsumexp and then differentiates it. Entropy from
+    token_logprobs_from_hidden(with_entropy=True) under grad would also hold every chunk's saved tensors until the
+    graph is freed (nothing backpropagates through it), O(B * N * V) in all; here it costs nothing extra.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, temperature, chunk_size):
+        R = h.shape[0]
+        logp = torch.empty(R, dtype=torch.float32, device=h.device)  # (R,)
+        entropy, lse_all = torch.empty_like(logp), torch.empty_like(logp)
+        for i in range(0, R, chunk_size):
+            z = _chunk_logits(h[i:i + chunk_size], weight, temperature)  # (c, V) float32
+            m = z.amax(dim=-1, keepdim=True)  # (c, 1)
+            e = torch.exp(z - m)
+            s = e.sum(dim=-1, keepdim=True)
+            lse = (m + s.log()).squeeze(-1)  # (c,)
+            logp[i:i + chunk_size] = z.gather(1, targets[i:i + chunk_size, None]).squeeze(1) - lse
+            entropy[i:i + chunk_size] = lse - (e * z).sum(dim=-1) / s.squeeze(-1)
+            lse_all[i:i + chunk_size] = lse
+        ctx.save_for_backward(h, weight, targets, lse_all)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, _grad_entropy):
+        h, weight, targets, lse = ctx.saved_tensors
+        tau, c = ctx.temperature, ctx.chunk_size
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for i in range(0, h.shape[0], c):
+            g = grad_logp[i:i + c, None] / tau  # (c, 1)
+            z = _chunk_logits(h[i:i + c], weight, tau)  # (c, V)
+            dz = torch.exp_(z.sub_(lse[i:i + c, None])).mul_(-g)  # -g p, in place of z
+            dz.scatter_add_(1, targets[i:i + c, None], g)  # + g onehot(y)
+            dz = dz.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[i:i + c] = dz @ weight  # (c, C)
+            if grad_w is not None:
+                grad_w += dz.T @ h[i:i + c]  # (V, C)
+        return grad_h, grad_w, None, None, None
+
+
+def _chunk_logits(h, weight, temperature):
+    z = F.linear(h, weight).float()  # (c, V): the projection in the weights' dtype, as lm_head computes it
+    return z / temperature if temperature != 1.0 else z
 
 
 def output_weight(model):
@@ -146,7 +217,8 @@ def generate_and_score(policy, tokenizer, items, prompt_fn, reward_fns, reward_w
     """Sample G completions for each item, decode them, score them, and compute group advantages.
 
     `autocast` is a zero-argument callable returning the forward's autocast context (or None for none).
-    Raises ValueError naming the reward function when a reward is not finite or has the wrong length.
+    Raises ScoringError (a ValueError; .component names the reward) when a reward fails, is not finite or has
+    the wrong length.
     """
     G = config.num_generations
     ids, mask, cut = encode_prompts(tokenizer, [prompt_fn(it) for it in items], config.max_prompt_length, device)
@@ -154,7 +226,8 @@ def generate_and_score(policy, tokenizer, items, prompt_fn, reward_fns, reward_w
     was_training = policy.training
     policy.eval()  # no adapter dropout while sampling
     try:
-        with (autocast() if autocast else contextlib.nullcontext()):
+        merged = merged_adapters(policy) if config.merge_for_generation else contextlib.nullcontext()
+        with merged, (autocast() if autocast else contextlib.nullcontext()):
             out = generate(policy, ids, mask, max_new_tokens=config.max_completion_length,
                            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                            eos_token_id=tokenizer.eos_token_id, pad_token_id=_pad_id(tokenizer), generator=generator)
@@ -184,6 +257,25 @@ def generate_and_score(policy, tokenizer, items, prompt_fn, reward_fns, reward_w
     stopped = (torch.isin(comp_ids, eos_ids) & comp_mask.bool()).any(dim=1)  # (B*G,)
     return RolloutBatch(ids, mask, comp_ids, comp_mask, texts, rep_items, rewards, total,
                         advantages.to(device), adv_stats, (~stopped).cpu(), cut)
+
+
+@contextlib.contextmanager
+def merged_adapters(model):
+    """Inside the block every LoRALinear's base weight holds W + s * B @ A; on exit W is restored bit for bit.
+
+    unmerge_lora would subtract the delta again, which is exact only up to rounding; the KL reference must stay the
+    base model exactly, so the original weights are copied before merging and copied back afterwards.
+    """
+    layers = [m for _, m in lora_layers(model)]
+    saved = [m.base_layer.weight.detach().clone() for m in layers]
+    merge_lora(model)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, w in zip(layers, saved):
+                m.base_layer.weight.copy_(w)
+                m.merged = False  # the weight is W again: the adapter branch is live, as before merging
 
 
 def _pad_id(tokenizer):

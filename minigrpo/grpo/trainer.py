@@ -63,10 +63,18 @@ class _NonFinite(Exception):
 class GRPOTrainer:
     """GRPOTrainer(policy, tokenizer, reward_fns, items, prompt_fn, config, reward_weights=None).train()
 
-    policy: a CausalLM (hidden_states, lm_head); LoRA is injected from the config unless it already has adapters.
-    reward_fns: name -> fn(completions: list[str], items: list) -> (N,) tensor. items: the training items.
-    prompt_fn: item -> prompt text (already chat-templated if the model needs it).
+    policy: a CausalLM (hidden_states, lm_head). LoRA is injected from the config unless the model already has
+        (unmerged) adapters, which are then trained further. The KL reference is the policy with its adapters
+        disabled, so an SFT stage done with LoRA must be merged into the weights (and the wrappers removed) first,
+        or the reference would be the pre-SFT model.
+    tokenizer: encode / batch_decode / eos_token_id / pad_token_id (minigrpo.models.load_tokenizer).
+    reward_fns: name -> fn(completions: list[str], items: list) -> (N,) tensor, e.g. rewards.paper_rewards(enc).
+    items: the training items; prompt_fn: item -> prompt text (chat template already applied), e.g.
+        lambda it: render_prompt(it, tok, fmt).
     reward_weights: name -> weight; overrides config.reward_weights; missing names weigh 1.
+
+    After train(), the policy holds the trained adapters (save_adapter(policy, dir) exports them; the run's
+    checkpoints hold them too).
     """
 
     def __init__(self, policy, tokenizer, reward_fns, items, prompt_fn, config=None, reward_weights=None):
@@ -83,6 +91,10 @@ class GRPOTrainer:
         self.device = torch.device(c.device if c.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.amp_dtype = _amp_dtype(c.dtype, self.device)
 
+        merged = [name for name, m in lora_layers(policy) if m.merged]
+        if merged:
+            raise ValueError(f"GRPOTrainer: LoRA layer {merged[0]!r} is merged into its base weight, so the "
+                             f"reference (adapters disabled) cannot be computed; unmerge_lora(policy) first")
         torch.manual_seed(c.seed)  # adapter init
         if not lora_layers(policy):
             inject_lora(policy, r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout, targets=tuple(c.lora_targets))
@@ -102,6 +114,7 @@ class GRPOTrainer:
         self.run_dir = Path(c.run_dir)
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")
         self.samples = JsonlLog(self.run_dir / "samples.jsonl")
+        self._perm = None  # (epoch, permutation of item indices), the one items_for_step used last
         self.update_stats = []  # per-update stats of the last step (one dict per mu iteration), for inspection
 
     # ---- public ----
@@ -169,8 +182,10 @@ class GRPOTrainer:
         out = []
         for g in range((step - 1) * P, step * P):
             epoch, pos = divmod(g, n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
-            out.append(self.items[int(perm[pos])])
+            if self._perm is None or self._perm[0] != epoch:
+                seeded = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+                self._perm = (epoch, torch.randperm(n, generator=seeded).tolist())
+            out.append(self.items[self._perm[1][pos]])
         return out
 
     def micro_batches(self, batch):
@@ -276,8 +291,8 @@ class GRPOTrainer:
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt = latest_checkpoint(self.run_dir)
-        if c.resume and ckpt is not None:
-            if self.step == 0:
+        if c.resume:  # no checkpoint yet: start from step 0, dropping rows a crashed first attempt logged
+            if ckpt is not None and self.step == 0:
                 state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, map_location=self.device)
                 restore_rng(state["rng"], self.generator)
                 self.step = state["step"]

@@ -106,7 +106,7 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """W <- W - s * (B @ A). Exact only up to rounding: in bf16 the restored W differs from the original. Idempotent."""
+        """W <- W - s * (B @ A). Idempotent. Exact only up to rounding: in bf16 the restored W is not bit-identical."""
         if not self.merged:
             return
         w = self.base_layer.weight

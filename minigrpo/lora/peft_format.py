@@ -37,7 +37,7 @@ def _task_type(model: nn.Module) -> str:
 
 
 def adapter_config_dict(config: LoRAConfig, task_type: str, base_model_name_or_path: str | None) -> dict:
-    """The adapter_config.json content PEFT expects for a plain LoRA adapter (fields this package can't make are off)."""
+    """adapter_config.json for a plain LoRA adapter; every feature this package lacks is written as off."""
     return {
         "peft_type": "LORA",
         "task_type": task_type,

@@ -98,7 +98,8 @@ def grouped_attention(q, k, v, mask, is_causal):
     if _SDPA_HAS_GQA and mask is None:
         # no mask: SDPA's fused kernels handle the head groups without copying k and v
         return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale, enable_gqa=True)
-    # with a mask the fused GPU kernels that accept masks do not take grouped heads, so expand k/v explicitly:
+    # with a mask, expand k/v explicitly: the fused GPU kernels that accept masks do not take grouped heads, and
+    # on CPU (torch 2.13) enable_gqa together with a broadcast (1, 1, T, S) mask gives wrong results.
     # repeat_interleave puts copies of head g at h = g*n_rep .. g*n_rep + n_rep - 1, i.e. head h reads h // n_rep
     n_rep = H // Hkv
     k = k.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)

@@ -29,6 +29,14 @@ class LMBatchData:
         return self.input_ids.shape[0]
 
 
+def concat_data(*parts):
+    """Stack several LMBatchData (e.g. SFT examples and replayed CPT blocks) into one, right-padding to a width."""
+    width = max(p.input_ids.shape[1] for p in parts)
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731  zeros on the right
+    return LMBatchData(*(torch.cat([pad(getattr(p, name)) for p in parts])
+                         for name in ("input_ids", "attention_mask", "loss_mask")))
+
+
 def masked_nll(logits, input_ids, loss_mask):
     """Mean next-token negative log-likelihood over the tokens where loss_mask is 1 (formula in the module docstring).
 

@@ -7,7 +7,7 @@ and to stop. The chat template already emits any BOS, so the prompt is tokenised
 
 import torch
 
-from .loop import LMBatchData, train_lm
+from .loop import LMBatchData, concat_data, train_lm
 
 
 def build_sft_data(tokenizer, prompts, targets, max_length=512):
@@ -37,8 +37,14 @@ def build_sft_data(tokenizer, prompts, targets, max_length=512):
 
 
 def run_sft(model, tokenizer, prompts, targets, *, steps=200, batch_size=16, lr=1e-3, max_length=512, seed=0,
-            progress=True):
-    """Train every parameter of `model` to continue each prompt with its target; returns the per-step losses."""
+            replay=None, progress=True):
+    """Train every parameter of `model` to continue each prompt with its target; returns the per-step losses.
+
+    replay: optional LMBatchData of pre-training blocks mixed into the SFT examples (rehearsal), so that SFT
+    teaches the format without overwriting the knowledge CPT put in the weights.
+    """
     data = build_sft_data(tokenizer, prompts, targets, max_length)
+    if replay is not None:
+        data = concat_data(data, replay)
     return train_lm(model, data, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 20),
                     seed=seed, desc="sft", progress=progress)

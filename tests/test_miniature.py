@@ -1,0 +1,46 @@
+"""The main job (examples/miniature.py) end to end on CPU, every stage for a few steps."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from minigrpo.models import make_tiny_checkpoint
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "miniature.py"
+FAST = ["--n-train", "24", "--n-eval", "6", "--vocab-size", "400", "--hidden", "32", "--layers", "1",
+        "--encoder-steps", "3", "--cpt-steps", "3", "--sft-steps", "3", "--grpo-steps", "2",
+        "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "12", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def miniature():
+    spec = importlib.util.spec_from_file_location("miniature", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pipeline_writes_results_for_every_stage(miniature, tmp_path):
+    results = miniature.main(["--out", str(tmp_path), *FAST])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for stage in ("cpt", "sft", "grpo"):
+        assert set(saved[stage]) >= {"accuracy", "reward", "format_rate", "rewards"}
+        assert 0.0 <= saved[stage]["accuracy"] <= 1.0
+        assert saved[stage]["reward"] == pytest.approx(results[stage]["reward"])
+    assert set(saved["sft"]["rewards"]) == {"semantic", "correctness", "format", "cot"}
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert (tmp_path / "rewards.png").stat().st_size > 0
+    for stage in ("cpt", "sft", "encoder"):  # every stage's model is a loadable checkpoint folder
+        assert (tmp_path / stage / "model.safetensors").exists() and (tmp_path / stage / "config.json").exists()
+    assert -2.0 <= saved["encoder"]["margin"] <= 2.0
+
+
+def test_rouge_variant_and_an_external_encoder_folder(miniature, tmp_path):
+    encoder = make_tiny_checkpoint(tmp_path / "qwen3-embedding", arch="qwen3-embedding")
+    results = miniature.main(["--out", str(tmp_path / "run"), *FAST, "--reward", "semantic+rouge",
+                              "--encoder", str(encoder)])
+    assert set(results["grpo"]["rewards"]) == {"semantic", "rouge_l", "correctness", "format", "cot"}
+    assert not (tmp_path / "run" / "encoder").exists()  # nothing trained: the given encoder is used as is
