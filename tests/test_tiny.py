@@ -85,3 +85,12 @@ def test_transformers_reads_the_embedding_checkpoint_as_a_bare_model(tmp_path):
     path = make_tiny_checkpoint(tmp_path, arch="qwen3-embedding")
     hf = transformers.AutoModel.from_pretrained(path)
     assert type(hf).__name__ == "Qwen3Model"
+
+
+def test_vocab_size_override_is_honoured_and_must_cover_the_tokenizer(tmp_path):
+    from minigrpo.models import ModelConfig, make_tiny_checkpoint
+    out = make_tiny_checkpoint(tmp_path / "big", arch="llama", vocab_size=1000)
+    assert ModelConfig.from_pretrained(out).vocab_size == 1000
+    import pytest
+    with pytest.raises(ValueError, match="smaller than the tokenizer's"):
+        make_tiny_checkpoint(tmp_path / "small", arch="llama", vocab_size=10)

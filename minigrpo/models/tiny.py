@@ -91,7 +91,8 @@ def make_tiny_checkpoint(out_dir, arch="llama", seed=0, dtype="float32", shards=
         endoftext = tokenizer.token_to_id("<|endoftext|>")
         eos = endoftext if arch == "qwen3-embedding" else tokenizer.token_to_id("<|im_end|>")
         special = {"bos_token_id": endoftext, "eos_token_id": eos}
-    config_dict = tiny_config(arch, tokenizer.vocab_size, str(resolve_dtype(dtype)).removeprefix("torch."),
+    vocab_size = config_overrides.pop("vocab_size", tokenizer.vocab_size)
+    config_dict = tiny_config(arch, vocab_size, str(resolve_dtype(dtype)).removeprefix("torch."),
                               **{**special, **config_overrides})
     config = ModelConfig.from_hf_config(config_dict, source="make_tiny_checkpoint")
     if config.vocab_size < tokenizer.vocab_size:
