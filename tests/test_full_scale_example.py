@@ -155,13 +155,13 @@ def test_tiny_run_writes_results_metrics_and_peft_adapter(example, folders):
 
 def test_second_run_in_the_same_folder_needs_resume_and_then_continues(example, folders):
     root, policy, encoder = folders
-    run = root / "run"  # written by the test above
-    if not (run / "grpo" / "metrics.jsonl").exists():
-        pytest.skip("needs test_tiny_run_writes_results_metrics_and_peft_adapter")
+    run = root / "run"  # written by the test above, or here when this test runs alone
     argv = ["--policy", str(policy), "--encoder", str(encoder), "--train", str(root / "train.jsonl"),
             "--eval", str(root / "eval.jsonl"), "--out", str(run), "--num-generations", "2",
             "--prompts-per-step", "2", "--max-completion-length", "6", "--lora-r", "4", "--lora-alpha", "8",
             "--sft-steps", "1", "--sft-batch-size", "2", "--device", "cpu", "--dtype", "float32", "--quiet"]
+    if not (run / "grpo" / "metrics.jsonl").exists():
+        example.main(argv + ["--steps", "2"])
     before = json.loads((run / "results.json").read_text())["before"]
     with pytest.raises(SystemExit, match="--resume"):
         example.main(argv + ["--steps", "3"])
