@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from tqdm.auto import tqdm
 
 from ..lora import disable_adapters, inject_lora, lora_layers, lora_parameters
@@ -43,6 +42,7 @@ from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore
 from .config import GRPOConfig
 from .loss import policy_loss
 from .metrics import JsonlLog
+from .microbatch import Accumulator, enable_gradient_checkpointing, trim_padding
 from .rollout import ScoringError, completion_logprobs, generate_and_score
 
 
@@ -211,9 +211,9 @@ class GRPOTrainer:
         c, n_rows = self.config, len(batch)
         total_tokens = int(batch.completion_mask.sum())
         self.policy.train()
-        acc = _Accumulator()
+        acc = Accumulator()
         for j, sl in enumerate(slices):
-            p_ids, p_mask, c_ids, c_mask, adv = _trim(*batch.rows(sl))
+            p_ids, p_mask, c_ids, c_mask, adv = trim_padding(*batch.rows(sl))
             with self._autocast():
                 logp, entropy = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask,
                                                     temperature=c.temperature, chunk_size=c.logprob_chunk_size,
@@ -246,7 +246,7 @@ class GRPOTrainer:
         ctx = contextlib.nullcontext() if adapters else disable_adapters(self.policy)
         with torch.no_grad(), ctx, self._autocast():
             for sl in slices:
-                p_ids, p_mask, c_ids, c_mask, _ = _trim(*batch.rows(sl))
+                p_ids, p_mask, c_ids, c_mask, _ = trim_padding(*batch.rows(sl))
                 logp, _ = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask,
                                               temperature=self.config.temperature,
                                               chunk_size=self.config.logprob_chunk_size)
@@ -345,57 +345,6 @@ class GRPOTrainer:
                                  f"(expected a subset of {sorted(weights)})")
             weights.update({k: float(v) for k, v in (given or {}).items()})
         return weights
-
-
-def enable_gradient_checkpointing(model):
-    """Recompute each decoder block in backward (see the module docstring); idempotent.
-
-    The hand-written Transformer has a `gradient_checkpointing` flag (checkpointing in train mode only); for any
-    other model each block of model.model.layers gets its forward wrapped while grad is enabled.
-    """
-    body = getattr(model, "model", None)
-    if hasattr(body, "gradient_checkpointing"):
-        body.gradient_checkpointing = True
-        return
-    for block in body.layers:
-        if getattr(block, "_checkpointed", False):
-            continue
-        inner = block.forward
-
-        def forward(*args, _inner=inner, **kwargs):
-            if torch.is_grad_enabled() and kwargs.get("kv_cache") is None:
-                return activation_checkpoint(_inner, *args, use_reentrant=False, **kwargs)
-            return _inner(*args, **kwargs)
-
-        block.forward, block._checkpointed = forward, True
-
-
-class _Accumulator:
-    """Sums micro-batch stats into full-batch ones: token-weighted means, and the scaled losses' sum."""
-
-    def __init__(self):
-        self.loss, self.tokens, self.sums, self.entropy = 0.0, 0, {}, 0.0
-
-    def add(self, stats, scaled_loss, tokens, entropy_sum):
-        self.loss += scaled_loss
-        self.tokens += tokens
-        for k in ("ratio_mean", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl"):
-            self.sums[k] = self.sums.get(k, 0.0) + stats.get(k, 0.0) * tokens
-        if entropy_sum is not None:
-            self.entropy += entropy_sum
-
-    def result(self):
-        n = max(self.tokens, 1)
-        out = {k: v / n for k, v in self.sums.items()}
-        out.update(loss=self.loss, entropy=self.entropy / n)
-        return out
-
-
-def _trim(p_ids, p_mask, c_ids, c_mask, adv):
-    """Drop columns that are padding in every row of a micro-batch: leading prompt pads, trailing completion pads."""
-    first = int(p_mask.any(dim=0).nonzero()[0])
-    width = max(int(c_mask.sum(dim=1).max()), 1)
-    return p_ids[:, first:], p_mask[:, first:], c_ids[:, :width], c_mask[:, :width], adv
 
 
 def _std(x):
