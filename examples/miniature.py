@@ -35,7 +35,7 @@ from minigrpo.models.bpe import train_bpe_tokenizer
 from minigrpo.models.saving import save_model
 from minigrpo.models.tiny import init_weights_, tiny_config
 from minigrpo.rewards import paper_rewards
-from minigrpo.train import pack_blocks, run_cpt, run_sft
+from minigrpo.train import pack_blocks, run_cpt, run_sft, shuffled_sentence_copies
 from minigrpo.train.encoder import paraphrase_margin, train_encoder
 
 # A one-line system prompt keeps the tiny model's prompts short (~60 tokens); the format is learned in SFT.
@@ -56,14 +56,16 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=128, help="policy width")
     p.add_argument("--layers", type=int, default=4, help="policy decoder blocks")
     p.add_argument("--encoder-steps", type=int, default=300, help="contrastive encoder steps")
-    p.add_argument("--cpt-steps", type=int, default=300, help="continued pre-training steps")
+    p.add_argument("--cpt-steps", type=int, default=800, help="continued pre-training steps")
+    p.add_argument("--cpt-copies", type=int, default=40,
+                   help="copies of the corpus, each with its sentences in a new order (0: the paragraphs as written)")
     p.add_argument("--cpt-optimizer", default="adamw", choices=["adamw", "muon"], help="CPT optimizer (ablation)")
     p.add_argument("--sft-steps", type=int, default=300, help="SFT steps")
     p.add_argument("--sft-replay", type=int, default=1, help="1: mix the CPT corpus into SFT batches (rehearsal)")
     p.add_argument("--sft-fraction", type=float, default=0.5,
                    help="share of the train items used for SFT; GRPO explores on the rest, which the policy has not "
                         "memorised, so what it learns there must transfer")
-    p.add_argument("--grpo-steps", type=int, default=60, help="GRPO steps")
+    p.add_argument("--grpo-steps", type=int, default=100, help="GRPO steps")
     p.add_argument("--prompts-per-step", type=int, default=8, help="GRPO prompts per step")
     p.add_argument("--num-generations", type=int, default=6, help="K completions per prompt (paper: 6)")
     p.add_argument("--grpo-lr", type=float, default=5e-4, help="LoRA learning rate")
@@ -147,7 +149,8 @@ def main(argv=None):
                               intermediate_size=3 * args.hidden, num_hidden_layers=args.layers,
                               num_attention_heads=4, num_key_value_heads=2)
     policy = load_causal_lm(init_dir)
-    run_cpt(policy, tok, ds.corpus, steps=args.cpt_steps, optimizer=args.cpt_optimizer, seed=args.seed,
+    cpt_texts = shuffled_sentence_copies(ds.corpus, args.cpt_copies, args.seed) if args.cpt_copies else ds.corpus
+    run_cpt(policy, tok, cpt_texts, steps=args.cpt_steps, optimizer=args.cpt_optimizer, seed=args.seed,
             progress=progress)
     save_model(policy, run / "cpt", init_dir / "config.json", run / "tokenizer")
     lap("cpt")
@@ -158,7 +161,8 @@ def main(argv=None):
     sft_items, grpo_items = ds.train[:n_sft], ds.train[n_sft:] or ds.train
     prompts = [prompt_fn(it) for it in sft_items]
     targets = [sft_target(it, fmt, ds.reasoning[it.id]) for it in sft_items]
-    replay = pack_blocks(tok, ds.corpus, 128) if args.sft_replay else None
+    # one shuffled copy of the corpus: about as many blocks as SFT examples
+    replay = pack_blocks(tok, shuffled_sentence_copies(ds.corpus, 1, args.seed + 1), 128) if args.sft_replay else None
     run_sft(policy, tok, prompts, targets, steps=args.sft_steps, seed=args.seed, replay=replay, progress=progress)
     save_model(policy, run / "sft", init_dir / "config.json", run / "tokenizer")
     lap("sft")

@@ -1,5 +1,7 @@
 """evaluate_policy (minigrpo/eval/evaluate.py): greedy completions of a tiny llama, scored by hand-chosen rewards."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -68,6 +70,15 @@ def test_metrics_equal_the_hand_computed_means(policy):
     assert result.reward == pytest.approx(2.5 / 3, abs=1e-6)
     assert result.rewards == pytest.approx({"correctness": 2 / 3, "format": 0.5, "bonus": 1.0}, abs=1e-6)
     assert list(result.rewards) == ["correctness", "format", "bonus"]  # reward_fns order
+
+
+def test_accuracy_by_subject_averages_correctness_within_each_subject(policy):
+    # q0 and q2 are biology (correct 1, 1), q1 is chemistry (correct 0); an item without a subject is left out
+    labelled = [dataclasses.replace(it, subject=s) for it, s in zip(ITEMS, ("bio", "chem", "bio"))]
+    model, tok = policy
+    result = evaluate_policy(model, tok, labelled, prompt_fn, _reward_fns(), max_new_tokens=MAX_NEW)
+    assert result.accuracy_by_subject == {"bio": 1.0, "chem": 0.0}
+    assert _evaluate(policy).accuracy_by_subject == {}  # ITEMS carry no subject
 
 
 def test_rewards_see_the_greedy_completions_of_the_model(policy):

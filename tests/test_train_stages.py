@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from minigrpo.train import build_sft_data, make_optimizer, masked_nll, pack_blocks, train_lm, warmup_cosine
+from minigrpo.train import (build_sft_data, make_optimizer, masked_nll, pack_blocks, shuffled_sentence_copies, train_lm,
+                            warmup_cosine)
 
 
 class CharTokenizer:
@@ -36,6 +37,23 @@ def test_pack_blocks_appends_eos_and_drops_the_partial_block():
     assert data.loss_mask.tolist() == [[1, 1, 1], [1, 1, 1]]
     with pytest.raises(ValueError, match="fewer than one block"):
         pack_blocks(CharTokenizer(), ["a"], block_size=8)
+
+
+def test_shuffled_sentence_copies_keeps_every_sentence_and_reorders_them():
+    texts = ["S0. S1. S2.", "S3! S4? S5.", "S6. S7. S8. S9."]
+    sentences = ["S0.", "S1.", "S2.", "S3!", "S4?", "S5.", "S6.", "S7.", "S8.", "S9."]
+    out = shuffled_sentence_copies(texts, copies=3, seed=7, sentences_per_text=4)
+    # 10 sentences per copy -> texts of 4, 4 and 2 sentences, three times
+    assert [len(t.split(" ")) for t in out] == [4, 4, 2] * 3
+    split = [t.split(" ") for t in out]
+    copies = [sum(split[3 * c:3 * c + 3], []) for c in range(3)]
+    for copy in copies:
+        assert sorted(copy) == sorted(sentences)  # each copy holds every sentence exactly once
+    assert copies[0] != copies[1] != copies[2] and copies[0] != sentences  # and each is a new order
+    assert shuffled_sentence_copies(texts, copies=3, seed=7, sentences_per_text=4) == out  # seeded
+    assert shuffled_sentence_copies(texts, copies=3, seed=8, sentences_per_text=4) != out
+    with pytest.raises(ValueError, match="copies"):
+        shuffled_sentence_copies(texts, copies=0)
 
 
 def test_sft_loss_mask_covers_completion_and_eos_only():

@@ -25,6 +25,7 @@ class EvalResult:
     format_rate: float
     reward: float
     rewards: dict = field(default_factory=dict)  # component name -> mean
+    accuracy_by_subject: dict = field(default_factory=dict)  # item subject -> accuracy (items with a subject)
     mean_completion_tokens: float = 0.0
     samples: list = field(default_factory=list)  # a few (prompt, completion, breakdown) dicts to read
 
@@ -62,7 +63,12 @@ def evaluate_policy(model, tokenizer, items, prompt_fn, reward_fns, *, weights=N
     samples = [{"prompt": prompt_fn(items[i]), "completion": completions[i],
                 "rewards": {k: round(v[i].item(), 4) for k, v in scores.components.items()}}
                for i in range(min(num_samples, len(items)))]
+    correct, by_subject = scores.components[correctness], {}
+    for i, item in enumerate(items):
+        if getattr(item, "subject", None):
+            by_subject.setdefault(item.subject, []).append(correct[i].item())
     return EvalResult(
+        accuracy_by_subject={s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
         accuracy=scores.components[correctness].mean().item(),
         format_rate=scores.components[fmt_reward].mean().item(),
         reward=scores.total.mean().item(),
