@@ -72,7 +72,7 @@ class NoEOS:
         return getattr(self._tok, name)
 
 
-def ours_config(run_dir, steps, prompts=4, chunk_size=None, merge=False):
+def ours_config(run_dir, steps, prompts=4, chunk_size=None, merge=None):
     return GRPOConfig(prompts_per_step=prompts, num_generations=6, max_prompt_length=64, max_completion_length=64,
                       beta=0.04, num_iterations=1, gradient_accumulation_steps=1, lora_r=32, lora_alpha=64.0,
                       device="cpu", dtype="float32", max_steps=steps, progress=False, sample_interval=0,
@@ -80,7 +80,7 @@ def ours_config(run_dir, steps, prompts=4, chunk_size=None, merge=False):
                       merge_for_generation=merge)
 
 
-def run_ours(ckpt, steps, merge=False):
+def run_ours(ckpt, steps, merge=None):
     """(wall seconds, process CPU seconds) of each train_step."""
     policy, tok = load_causal_lm(ckpt), load_tokenizer(ckpt)
     reward = {"letters": lambda c, i: torch.tensor(distinct_letters(c))}
@@ -176,8 +176,9 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="steps per trainer; the first is a warm-up, not counted")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--compare-trl", action="store_true", help="also time TRL's GRPOTrainer (needs trl, peft, datasets)")
-    ap.add_argument("--merge-for-generation", action="store_true",
-                    help="ours samples from merged LoRA weights (GRPOConfig.merge_for_generation)")
+    ap.add_argument("--no-merge", action="store_true",
+                    help="ours samples through the unmerged adapters (GRPOConfig.merge_for_generation=False; the "
+                         "default, auto, merges float32 weights)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat ours (and TRL) this many times, alternating")
     ap.add_argument("--memory", action="store_true", help="measure peak step memory, chunked vs plain log-probs")
     ap.add_argument("--memory-worker", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
@@ -193,7 +194,7 @@ def main():
         build_checkpoint(d, 8192)
         ours, trl = [], []
         for _ in range(args.rounds):  # alternate, so a burst of load elsewhere on the machine hits both
-            ours += run_ours(d, args.steps, merge=args.merge_for_generation)[1:]
+            ours += run_ours(d, args.steps, merge=False if args.no_merge else None)[1:]
             if args.compare_trl:
                 trl += run_trl(d, args.steps)[1:]
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731

@@ -49,6 +49,7 @@ def test_config_is_frozen():
     (dict(lr_schedule="linear"), "lr_schedule must be one of"),
     (dict(lora_targets="q_proj"), "lora_targets must be a non-empty tuple"),
     (dict(device="tpu"), "device must be"),
+    (dict(merge_for_generation="yes"), "merge_for_generation must be None"),
 ])
 def test_incompatible_values_are_rejected_with_the_field_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ from minigrpo.grpo import trainer as trainer_module
 from minigrpo.grpo.checkpoint import latest_checkpoint, load_checkpoint
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
-from minigrpo.grpo.rollout import completion_logprobs, generate_and_score
+from minigrpo.grpo.rollout import completion_logprobs, generate_and_score, should_merge
 from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
 from minigrpo.lora import lora_layers, lora_parameters
 from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
@@ -145,6 +145,16 @@ def test_merging_for_generation_restores_the_base_weights_exactly(tiny, tmp_path
     assert not any(m.merged for _, m in lora_layers(t.policy))
     assert merged.completion_ids.shape == unmerged.completion_ids.shape
     assert (merged.completion_ids == unmerged.completion_ids).float().mean() > 0.9  # same policy up to rounding
+
+
+def test_auto_merge_is_on_for_float32_base_weights_only(tiny, tmp_path):
+    t = make_trainer(tiny, tmp_path)
+    assert t.config.merge_for_generation is None and should_merge(t.policy, t.config)
+    assert not should_merge(t.policy, dataclasses.replace(t.config, merge_for_generation=False))
+    layer = lora_layers(t.policy)[0][1]
+    layer.base_layer.weight.data = layer.base_layer.weight.data.to(torch.bfloat16)  # one bf16 weight is enough
+    assert not should_merge(t.policy, t.config)
+    assert should_merge(t.policy, dataclasses.replace(t.config, merge_for_generation=True))
 
 
 def test_chunked_logprobs_match_the_plain_log_softmax(tiny, tmp_path):

@@ -71,10 +71,12 @@ class GRPOConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda if available).")
     dtype: str = _f("auto", "Autocast dtype for forward passes: float32 (none), bfloat16, float16, or auto "
                             "(bfloat16 on a GPU that supports it, float32 on CPU). LoRA weights stay float32.")
-    merge_for_generation: bool = _f(False, "Sample from W + s*B@A merged into the base weights (faster decoding: no adapter "
-                                           "matmuls per token). The base weights are copied first and restored bit for bit "
-                                           "after; the copy costs the memory of the targeted weights. On a bf16 base the "
-                                           "merged weight is rounded to bf16, so the sampler differs slightly from the policy.")
+    merge_for_generation: bool | None = _f(None, "Sample from W + s*B@A merged into the base weights (faster decoding: "
+                                                 "no adapter matmuls per token). The base weights are copied first and "
+                                                 "restored bit for bit after, at the memory cost of the targeted weights. "
+                                                 "None (auto) merges when those weights are float32, where the merged "
+                                                 "sampler differs from the policy only by float32 rounding; a bf16 merge "
+                                                 "rounds W + s*B@A to bf16, so auto leaves bf16 models unmerged.")
     gradient_checkpointing: bool = _f(False, "Recompute each decoder block in backward instead of storing its activations.")
     logprob_chunk_size: int | None = _f(None, "Rows (positions) projected onto the vocabulary at once when scoring tokens; "
                                               "None = about 2**24 / V rows (64 MiB of float32 logits per chunk); 0 = the "
@@ -141,6 +143,8 @@ def _problems(c):
                      ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1)):
         if not is_int(getattr(c, name), lo):
             yield f"{name} must be an int >= {lo}, found {getattr(c, name)!r}"
+    if c.merge_for_generation not in (None, True, False):
+        yield f"merge_for_generation must be None (auto), True or False, found {c.merge_for_generation!r}"
     if c.logprob_chunk_size is not None and not is_int(c.logprob_chunk_size, 0):
         yield f"logprob_chunk_size must be None or an int >= 0, found {c.logprob_chunk_size!r}"
     if not is_int(c.num_generations, 2):

@@ -226,7 +226,7 @@ def generate_and_score(policy, tokenizer, items, prompt_fn, reward_fns, reward_w
     was_training = policy.training
     policy.eval()  # no adapter dropout while sampling
     try:
-        merged = merged_adapters(policy) if config.merge_for_generation else contextlib.nullcontext()
+        merged = merged_adapters(policy) if should_merge(policy, config) else contextlib.nullcontext()
         with merged, (autocast() if autocast else contextlib.nullcontext()):
             out = generate(policy, ids, mask, max_new_tokens=config.max_completion_length,
                            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
@@ -257,6 +257,13 @@ def generate_and_score(policy, tokenizer, items, prompt_fn, reward_fns, reward_w
     stopped = (torch.isin(comp_ids, eos_ids) & comp_mask.bool()).any(dim=1)  # (B*G,)
     return RolloutBatch(ids, mask, comp_ids, comp_mask, texts, rep_items, rewards, total,
                         advantages.to(device), adv_stats, (~stopped).cpu(), cut)
+
+
+def should_merge(policy, config):
+    """config.merge_for_generation, with None (auto) = merge iff every LoRA-wrapped base weight is float32."""
+    if config.merge_for_generation is not None:
+        return config.merge_for_generation
+    return all(m.base_layer.weight.dtype == torch.float32 for _, m in lora_layers(policy))
 
 
 @contextlib.contextmanager
