@@ -9,7 +9,9 @@ transformers' alternating; the best time of each is reported (the least disturbe
     python benchmarks/generation.py --profile --batch-sizes 24   # where our time goes (torch.profiler)
     python benchmarks/generation.py --left-pad            # prompts of different lengths, as in real rollouts
 
-Look at the `ratio` column: ours / transformers tokens per second.
+Look at the `ratio` column: ours / transformers tokens per second. `matmul-only bound` is transformers' time over
+the time of the weight matmuls alone (every nn.Linear, one token per step): the ratio a decoder whose every other
+op were free would reach.
 """
 
 import argparse
@@ -48,6 +50,19 @@ def run_transformers(model, ids, mask, new_tokens):
     assert seq.shape == (ids.shape[0], ids.shape[1] + new_tokens)
 
 
+def run_matmuls_only(model, batch, new_tokens):
+    """The weight matmuls of `new_tokens` decode steps and nothing else: every linear of every layer and the LM
+    head on a (batch, 1, C) input. No decoder can beat this time, so transformers' time divided by it bounds the
+    ratio any implementation of the same model can reach on this machine."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    x = torch.randn(batch, 1, model.config.hidden_size)
+    big = torch.randn(batch, 1, model.config.intermediate_size)
+    with torch.inference_mode():
+        for _ in range(new_tokens):
+            for m in linears:
+                m(big if m.in_features == big.shape[-1] else x)
+
+
 def best_times(fns, repeats):
     """Best wall time of each function over `repeats` rounds; the functions alternate within a round, so a burst
     of load from other processes hits both sides alike."""
@@ -81,7 +96,7 @@ def main():
     print(f"random Llama: hidden 256, 4 layers, 4 heads / 2 kv heads, vocab {args.vocab}; prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, {args.threads} threads, best of {args.repeats}"
           f"{', left-padded' if args.left_pad else ''}; load average {os.getloadavg()[0]:.1f} (of {os.cpu_count()} cores)")
-    print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6}")
+    print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6} {'matmul-only bound':>18}")
     for batch in args.batch_sizes:
         ids = torch.randint(2, args.vocab, (batch, args.prompt_len), generator=torch.Generator().manual_seed(batch))
         mask = torch.ones_like(ids)
@@ -94,10 +109,11 @@ def main():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 run_ours(ours, ids, mask, args.new_tokens)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        t_ours, t_hf = best_times([lambda: run_ours(ours, ids, mask, args.new_tokens),
-                                   lambda: run_transformers(hf, ids, mask, args.new_tokens)], args.repeats)
+        t_ours, t_hf, t_mm = best_times([lambda: run_ours(ours, ids, mask, args.new_tokens),
+                                         lambda: run_transformers(hf, ids, mask, args.new_tokens),
+                                         lambda: run_matmuls_only(ours, batch, args.new_tokens)], args.repeats)
         n = batch * args.new_tokens
-        print(f"{batch:>5} {n / t_ours:>11.0f} {n / t_hf:>19.0f} {t_hf / t_ours:>5.2f}x")
+        print(f"{batch:>5} {n / t_ours:>11.0f} {n / t_hf:>19.0f} {t_hf / t_ours:>5.2f}x {t_hf / t_mm:>17.2f}x")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -56,6 +56,43 @@ class JsonlLog:
         tmp.replace(self.path)
 
 
+def step_metrics(step, batch, update_stats, config, *, step_time, gen_time, lr):
+    """One metrics.jsonl row (keys in the module docstring) from a scored batch and its updates' statistics.
+
+    update_stats: one dict per policy update of the step (mu of them); losses, ratios, clip fractions and grad
+    norms are averaged over them, KL and entropy come from the first (the one on the freshly sampled batch).
+    """
+    us, n_upd = update_stats, len(update_stats)
+    mean_over_updates = lambda k: sum(u[k] for u in us) / n_upd  # noqa: E731
+    lengths = batch.completion_mask.sum(dim=1).float()
+    row = {"step": step, "loss": mean_over_updates("loss"),
+           "reward": batch.total.mean().item(), "reward_std": _std(batch.total)}
+    for name, r in batch.rewards.items():
+        row[f"rewards/{name}/mean"], row[f"rewards/{name}/std"] = r.mean().item(), _std(r)
+    row.update({
+        "frac_reward_zero_std": batch.adv_stats["frac_zero_std"],
+        "adv/group_std_mean": batch.adv_stats["group_std_mean"],
+        "adv/frac_std_floored": batch.adv_stats["frac_std_floored"],
+        "kl": us[0]["kl"] if config.beta != 0 else None, "entropy": us[0]["entropy"],
+        "ratio_mean": mean_over_updates("ratio_mean"),
+        **{k: mean_over_updates(k) for k in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")},
+        "completion_length/mean": lengths.mean().item(), "completion_length/min": lengths.min().item(),
+        "completion_length/max": lengths.max().item(),
+        "completion_length/frac_truncated": batch.truncated.float().mean().item(),
+        "frac_prompt_truncated": batch.prompt_truncated / config.prompts_per_step,
+        "grad_norm": mean_over_updates("grad_norm"), "learning_rate": lr, "num_tokens": lengths.sum().item(),
+        "step_time": step_time, "generation_time": gen_time,
+        "tokens_per_second": lengths.sum().item() / max(step_time, 1e-9),
+    })
+    if n_upd > 1:
+        row["updates"] = us
+    return row
+
+
+def _std(x):  # sample std (n - 1), 0 for a single value
+    return x.float().std().item() if x.numel() > 1 else 0.0
+
+
 def read_metrics(run_dir):
     """Rows of run_dir/metrics.jsonl as a list of dicts."""
     return JsonlLog(Path(run_dir) / "metrics.jsonl").read()

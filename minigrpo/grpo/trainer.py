@@ -41,7 +41,7 @@ from ..train.optim import warmup_cosine
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import GRPOConfig
 from .loss import policy_loss
-from .metrics import JsonlLog
+from .metrics import JsonlLog, step_metrics
 from .microbatch import Accumulator, enable_gradient_checkpointing, trim_padding
 from .rollout import ScoringError, completion_logprobs, generate_and_score
 
@@ -254,30 +254,8 @@ class GRPOTrainer:
         return out
 
     def _row(self, step, batch, step_time, gen_time, lr):
-        us, n_upd = self.update_stats, len(self.update_stats)
-        mean_over_updates = lambda k: sum(u[k] for u in us) / n_upd  # noqa: E731
-        lengths = batch.completion_mask.sum(dim=1).float()
-        row = {"step": step, "loss": mean_over_updates("loss"),
-               "reward": batch.total.mean().item(), "reward_std": _std(batch.total)}
-        for name, r in batch.rewards.items():
-            row[f"rewards/{name}/mean"], row[f"rewards/{name}/std"] = r.mean().item(), _std(r)
-        row.update({
-            "frac_reward_zero_std": batch.adv_stats["frac_zero_std"],
-            "adv/group_std_mean": batch.adv_stats["group_std_mean"],
-            "adv/frac_std_floored": batch.adv_stats["frac_std_floored"],
-            "kl": us[0]["kl"] if self.config.beta != 0 else None, "entropy": us[0]["entropy"],
-            "ratio_mean": mean_over_updates("ratio_mean"),
-            **{k: mean_over_updates(k) for k in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")},
-            "completion_length/mean": lengths.mean().item(), "completion_length/min": lengths.min().item(),
-            "completion_length/max": lengths.max().item(),
-            "completion_length/frac_truncated": batch.truncated.float().mean().item(),
-            "frac_prompt_truncated": batch.prompt_truncated / self.config.prompts_per_step,
-            "grad_norm": mean_over_updates("grad_norm"), "learning_rate": lr, "num_tokens": lengths.sum().item(),
-            "step_time": step_time, "generation_time": gen_time,
-            "tokens_per_second": lengths.sum().item() / max(step_time, 1e-9),
-        })
-        if n_upd > 1:
-            row["updates"] = us
+        """The metrics.jsonl row of a step; every sample_interval steps a few completions go to samples.jsonl."""
+        row = step_metrics(step, batch, self.update_stats, self.config, step_time=step_time, gen_time=gen_time, lr=lr)
         c = self.config
         if c.sample_interval and step % c.sample_interval == 0 and c.num_samples:
             for i in range(min(c.num_samples, len(batch))):
@@ -345,10 +323,6 @@ class GRPOTrainer:
                                  f"(expected a subset of {sorted(weights)})")
             weights.update({k: float(v) for k, v in (given or {}).items()})
         return weights
-
-
-def _std(x):
-    return x.float().std().item() if x.numel() > 1 else 0.0
 
 
 def _amp_dtype(name, device):
