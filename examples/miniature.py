@@ -11,7 +11,9 @@ semantic reward for ROUGE-L, `--reward semantic+rouge` uses both). The policy im
 chat template opens a <think> block in the prompt and it answers in R1_FORMAT.
 
 Look at: the encoder margin (paraphrase closer than another question's explanation), and the final table, where
-GRPO should beat SFT on held-out accuracy and reward. Everything lands in --out: data/, tokenizer/, encoder/,
+GRPO should beat SFT on held-out accuracy and reward. Its `cloze` column is the knowledge probe of
+minigrpo/eval/knowledge.py: how often the model prefers the true statement of a held-out fact over the same
+sentence with a wrong option, i.e. whether the fact is in the weights at all, answerable or not. Everything lands in --out: data/, tokenizer/, encoder/,
 cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter checkpoints), results.json and rewards.png.
 
     python examples/miniature.py --out runs/miniature
@@ -27,7 +29,7 @@ import torch
 
 from minigrpo.data import R1_FORMAT, make_synthetic_dataset, paraphrase_triplets, write_dataset
 from minigrpo.data.prompts import format_question, sft_target
-from minigrpo.eval import evaluate_policy
+from minigrpo.eval import cloze_accuracy, evaluate_policy
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
 from minigrpo.models import CausalLM, ModelConfig, Transformer, load_causal_lm, load_encoder
@@ -65,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--sft-fraction", type=float, default=0.5,
                    help="share of the train items used for SFT; GRPO explores on the rest, which the policy has not "
                         "memorised, so what it learns there must transfer")
-    p.add_argument("--grpo-steps", type=int, default=100, help="GRPO steps")
+    p.add_argument("--grpo-steps", type=int, default=60, help="GRPO steps")
     p.add_argument("--prompts-per-step", type=int, default=8, help="GRPO prompts per step")
     p.add_argument("--num-generations", type=int, default=6, help="K completions per prompt (paper: 6)")
     p.add_argument("--grpo-lr", type=float, default=5e-4, help="LoRA learning rate")
@@ -140,8 +142,11 @@ def main(argv=None):
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": format_question(item)}]
         return tok.apply_chat_template(messages, add_generation_prompt=True)
 
-    evaluate = functools.partial(evaluate_policy, tokenizer=tok, items=ds.eval, prompt_fn=prompt_fn,
-                                 reward_fns=reward_fns, max_new_tokens=args.max_new_tokens)
+    answer_eval = functools.partial(evaluate_policy, tokenizer=tok, items=ds.eval, prompt_fn=prompt_fn,
+                                    reward_fns=reward_fns, max_new_tokens=args.max_new_tokens)
+
+    def evaluate(policy):  # greedy answers, plus the cloze probe of the facts the weights hold (eval/knowledge.py)
+        return {**answer_eval(policy).as_dict(), "cloze": cloze_accuracy(policy, tok, ds.eval)[0]}
     results = {"args": vars(args), "encoder": {"margin": margin, "fraction": frac}}
 
     # ---- policy: CPT -> SFT ----
@@ -154,7 +159,7 @@ def main(argv=None):
             progress=progress)
     save_model(policy, run / "cpt", init_dir / "config.json", run / "tokenizer")
     lap("cpt")
-    results["cpt"] = evaluate(policy).as_dict()
+    results["cpt"] = evaluate(policy)
     lap("eval-cpt")
 
     n_sft = max(1, round(args.sft_fraction * len(ds.train)))
@@ -166,7 +171,7 @@ def main(argv=None):
     run_sft(policy, tok, prompts, targets, steps=args.sft_steps, seed=args.seed, replay=replay, progress=progress)
     save_model(policy, run / "sft", init_dir / "config.json", run / "tokenizer")
     lap("sft")
-    results["sft"] = evaluate(policy).as_dict()
+    results["sft"] = evaluate(policy)
     lap("eval-sft")
 
     # ---- GRPO with LoRA on the SFT model ----
@@ -177,7 +182,7 @@ def main(argv=None):
                         save_interval=0, sample_interval=10, progress=progress)
     GRPOTrainer(policy, tok, reward_fns, grpo_items, prompt_fn, config).train()
     lap("grpo")
-    results["grpo"] = evaluate(policy).as_dict()
+    results["grpo"] = evaluate(policy)
     lap("eval-grpo")
     results["timings"], results["wall_seconds"] = timings, round(time.perf_counter() - t_start, 1)
 
@@ -190,12 +195,13 @@ def main(argv=None):
 
 def print_table(results, reward):
     names = list(results["sft"]["rewards"])
-    header = f"{'stage':<6} {'accuracy':>8} {'format':>7} {'reward':>7} " + " ".join(f"{n:>11}" for n in names)
+    header = (f"{'stage':<6} {'accuracy':>8} {'format':>7} {'reward':>7} " + " ".join(f"{n:>11}" for n in names)
+              + f" {'cloze':>6}")
     print(f"\nheld-out evaluation (greedy), GRPO reward: {reward}\n{header}\n{'-' * len(header)}")
     for stage in ("cpt", "sft", "grpo"):
         r = results[stage]
         print(f"{stage:<6} {r['accuracy']:>8.3f} {r['format_rate']:>7.3f} {r['reward']:>7.3f} "
-              + " ".join(f"{r['rewards'][n]:>11.3f}" for n in names))
+              + " ".join(f"{r['rewards'][n]:>11.3f}" for n in names) + f" {r['cloze']:>6.3f}")
 
 
 def plot_rewards(metrics_path, out_png):

@@ -10,7 +10,7 @@ from minigrpo.models import make_tiny_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "miniature.py"
 FAST = ["--n-train", "24", "--n-eval", "6", "--vocab-size", "400", "--hidden", "32", "--layers", "1",
-        "--encoder-steps", "3", "--cpt-steps", "3", "--sft-steps", "3", "--grpo-steps", "2",
+        "--encoder-steps", "3", "--cpt-steps", "3", "--cpt-copies", "2", "--sft-steps", "3", "--grpo-steps", "2",
         "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "12", "--threads", "1", "--quiet"]
 
 
@@ -26,8 +26,8 @@ def test_pipeline_writes_results_for_every_stage(miniature, tmp_path):
     results = miniature.main(["--out", str(tmp_path), *FAST])
     saved = json.loads((tmp_path / "results.json").read_text())
     for stage in ("cpt", "sft", "grpo"):
-        assert set(saved[stage]) >= {"accuracy", "reward", "format_rate", "rewards"}
-        assert 0.0 <= saved[stage]["accuracy"] <= 1.0
+        assert set(saved[stage]) >= {"accuracy", "reward", "format_rate", "rewards", "cloze", "accuracy_by_subject"}
+        assert 0.0 <= saved[stage]["accuracy"] <= 1.0 and 0.0 <= saved[stage]["cloze"] <= 1.0
         assert saved[stage]["reward"] == pytest.approx(results[stage]["reward"])
     assert set(saved["sft"]["rewards"]) == {"semantic", "correctness", "format", "cot"}
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
