@@ -31,6 +31,10 @@ GRPOTrainer defaults.
    straight from the final hidden states, so no float32 (B, T, V) tensor exists.
 9. k3 is computed as expm1(d) - d with d = ref_logp - logp: TRL's exp(d) - d - 1 in value (they differ by float
    rounding, about 1e-7 in float32), but never negative.
+10. Sampler: with float32 base weights, completions are sampled from the merged weights W + s * B @ A (no
+   adapter matmuls per token; W is restored bit for bit afterwards), which equal the policy up to float32
+   rounding; old log-probs are then recomputed through the adapters, as TRL does when vLLM holds merged weights.
+   bf16 models sample through the unmerged adapters unless merge_for_generation=True.
 
 Public API:
     group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, kl_estimate, policy_loss
