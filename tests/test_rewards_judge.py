@@ -5,6 +5,7 @@ import torch
 
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import MCQItem
+from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
 from minigrpo.rewards.judge import JudgeReward, LMJudge, judge_question, parse_grade
 
 FMT = CompletionFormat()
@@ -142,12 +143,9 @@ def test_judge_question_layout():
 
 
 def test_lm_judge_with_a_real_tiny_model_is_deterministic_and_never_nan(tmp_path):
-    models = pytest.importorskip("minigrpo.models")
-    pytest.importorskip("minigrpo.models.tokenizer")
-    pytest.importorskip("minigrpo.generation")
     path = tmp_path / "tiny"
-    models.make_tiny_checkpoint(path, arch="llama", seed=0)
-    judge = LMJudge(models.load_causal_lm(path).eval(), models.load_tokenizer(path), max_new_tokens=4)
+    make_tiny_checkpoint(path, arch="llama", seed=0)
+    judge = LMJudge(load_causal_lm(path).eval(), load_tokenizer(path), max_new_tokens=4)
     args = (["2 + 2?", "3 + 3?"], ["It is 4.", "It is 6."], ["Four.", "Six."])
     first = judge(*args)
     replies = judge.last_replies
