@@ -13,8 +13,9 @@ chat template opens a <think> block in the prompt and it answers in R1_FORMAT.
 Look at: the encoder margin (paraphrase closer than another question's explanation), and the final table, where
 GRPO should beat SFT on held-out accuracy and reward. Its `cloze` column is the knowledge probe of
 minigrpo/eval/knowledge.py: how often the model prefers the true statement of a held-out fact over the same
-sentence with a wrong option, i.e. whether the fact is in the weights at all, answerable or not. Everything lands in --out: data/, tokenizer/, encoder/,
-cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter checkpoints), results.json and rewards.png.
+sentence with a wrong option, i.e. whether the fact is in the weights at all, answerable or not.
+Everything lands in --out: data/, tokenizer/, encoder/, cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter
+checkpoints), results.json and rewards.png.
 
     python examples/miniature.py --out runs/miniature
 """
@@ -166,7 +167,7 @@ def main(argv=None):
     sft_items, grpo_items = ds.train[:n_sft], ds.train[n_sft:] or ds.train
     prompts = [prompt_fn(it) for it in sft_items]
     targets = [sft_target(it, fmt, ds.reasoning[it.id]) for it in sft_items]
-    # one shuffled copy of the corpus: about as many blocks as SFT examples
+    # rehearsal: a single sentence-shuffled copy of the corpus, i.e. as much text as the corpus itself
     replay = pack_blocks(tok, shuffled_sentence_copies(ds.corpus, 1, args.seed + 1), 128) if args.sft_replay else None
     run_sft(policy, tok, prompts, targets, steps=args.sft_steps, seed=args.seed, replay=replay, progress=progress)
     save_model(policy, run / "sft", init_dir / "config.json", run / "tokenizer")

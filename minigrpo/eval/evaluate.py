@@ -68,11 +68,11 @@ def evaluate_policy(model, tokenizer, items, prompt_fn, reward_fns, *, weights=N
         if getattr(item, "subject", None):
             by_subject.setdefault(item.subject, []).append(correct[i].item())
     return EvalResult(
-        accuracy_by_subject={s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
-        accuracy=scores.components[correctness].mean().item(),
+        accuracy=correct.mean().item(),
         format_rate=scores.components[fmt_reward].mean().item(),
         reward=scores.total.mean().item(),
         rewards={k: v.mean().item() for k, v in scores.components.items()},
+        accuracy_by_subject={s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
         mean_completion_tokens=sum(lengths) / max(1, len(lengths)),
         samples=samples,
     )
