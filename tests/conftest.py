@@ -1,8 +1,13 @@
 """Shared fixtures: tiny random checkpoints written by transformers' own save_pretrained, and a record of the
 largest differences measured against transformers (printed at the end of the run)."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 MAX_DIFFS = {}  # name -> largest |ours - transformers| seen in this run
 
@@ -12,6 +17,17 @@ def record_max_diff():
     def record(name, value):
         MAX_DIFFS[name] = max(MAX_DIFFS.get(name, 0.0), float(value))
     return record
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """load_example(name) imports examples/<name>.py as a module: the examples are scripts, not a package."""
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 def pytest_terminal_summary(terminalreporter):

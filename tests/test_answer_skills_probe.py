@@ -1,25 +1,19 @@
 """examples/answer_skills_probe.py: its two tasks are what they claim, its scoring is a plain token accuracy."""
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
 from minigrpo.models.bpe import write_tiny_tokenizer
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "answer_skills_probe.py"
 WORDS = ["red", "blue", "green", "apple", "river", "stone", "cloud", "seven"]
 
 
 @pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location("answer_skills_probe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def probe(load_example):
+    return load_example("answer_skills_probe")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """examples/paper_full_scale.py: the memory estimate worked out by hand, and the whole run on tiny checkpoints."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,15 +10,11 @@ from minigrpo.data import MCQItem, save_mcq_jsonl
 from minigrpo.models import ModelConfig, make_tiny_checkpoint
 from minigrpo.models.tiny import tiny_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "paper_full_scale.py"
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("paper_full_scale", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def example(load_example):
+    return load_example("paper_full_scale")
 
 
 def small_configs():

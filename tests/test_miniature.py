@@ -1,25 +1,19 @@
 """The main job (examples/miniature.py) end to end on CPU, every stage for a few steps."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from minigrpo.models import make_tiny_checkpoint
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "miniature.py"
 FAST = ["--n-train", "24", "--n-eval", "6", "--vocab-size", "400", "--hidden", "32", "--layers", "1",
         "--encoder-steps", "3", "--cpt-steps", "3", "--cpt-copies", "2", "--sft-steps", "3", "--grpo-steps", "2",
         "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "12", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def miniature():
-    spec = importlib.util.spec_from_file_location("miniature", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def miniature(load_example):
+    return load_example("miniature")
 
 
 def test_pipeline_writes_results_for_every_stage(miniature, tmp_path):
