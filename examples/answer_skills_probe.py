@@ -7,7 +7,7 @@ To answer a held-out question with a letter, a policy must carry out two steps t
                A) Tokyo / B) Madrid / C) Rome / D) Warsaw ... Recall: Warsaw. Option  ->  " D"
 
 A pretrained LLM arrives with both. The miniature's policy starts from random weights, and its held-out
-accuracy stays at chance (README, "Miniature results"). This script trains the miniature's policy shape (same
+accuracy stays at chance (README, Quickstart). This script trains the miniature's policy shape (same
 tokenizer recipe, width and depth) on each skill alone, on the words of the synthetic corpus and no facts, and
 prints how fast each one is learned:
 
@@ -74,14 +74,15 @@ def lookup_example(tok, words, rng):
 
 def batch(examples, pad_id):
     """Right-padded LMBatchData from (ids, loss_mask) pairs."""
-    width = max(len(ids) for ids, _ in examples)
-    data = LMBatchData(*(torch.zeros(len(examples), width, dtype=torch.long) for _ in range(3)))
-    data.input_ids.fill_(pad_id)
+    shape = (len(examples), max(len(ids) for ids, _ in examples))
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    loss_mask = torch.zeros(shape, dtype=torch.long)
     for i, (ids, mask) in enumerate(examples):
-        data.input_ids[i, :len(ids)] = torch.tensor(ids)
-        data.attention_mask[i, :len(ids)] = 1
-        data.loss_mask[i, :len(ids)] = torch.tensor(mask)
-    return data
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        attention_mask[i, :len(ids)] = 1
+        loss_mask[i, :len(ids)] = torch.tensor(mask)
+    return LMBatchData(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask)
 
 
 @torch.no_grad()
