@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny random checkpoints written by transformers' own save_pretrained, and a record of the
-largest differences measured against transformers (printed at the end of the run)."""
+"""Shared fixtures: tiny random checkpoints written by transformers' own save_pretrained, a record of the
+largest differences measured against transformers (printed at the end of the run), and a loader for the
+example scripts."""
 
 import importlib.util
 from pathlib import Path
