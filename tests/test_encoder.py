@@ -106,3 +106,38 @@ def test_unknown_pooling_and_bad_dim_are_rejected(embedding_checkpoint, encoder)
         load_encoder(embedding_checkpoint, pooling="cls")
     with pytest.raises(ValueError, match="dim must be between 1 and hidden_size 64, found 65"):
         encoder.embed(TEXTS, dim=65)
+
+
+def test_default_max_length_is_the_models_context(tmp_path):
+    # a text far longer than the model's 32 positions is embedded as its first 32 tokens, <|endoftext|> kept
+    path = make_tiny_checkpoint(tmp_path, arch="qwen3-embedding", max_position_embeddings=32)
+    enc = load_encoder(path)
+    assert enc.max_length == 32
+    long_text = " ".join(["the heart pumps blood"] * 40)
+    ids, mask = enc.tokenizer.batch_encode([long_text], max_length=32)
+    assert ids.shape == (1, 32) and ids[0, -1] == enc.tokenizer.token_to_id("<|endoftext|>")
+    expected = F.normalize(enc.hidden_states(ids, mask)[:, -1], dim=1)
+    torch.testing.assert_close(enc.embed([long_text]), expected, atol=1e-6, rtol=0)
+
+
+def test_cls_pooling_takes_the_first_real_token_on_either_padding_side():
+    h = torch.arange(12.0).view(2, 3, 2)  # (B, T, C)
+    left = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    right = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert pool(h, left, "cls").tolist() == [[2.0, 3.0], [6.0, 7.0]]
+    assert pool(h, right, "cls").tolist() == [[0.0, 1.0], [6.0, 7.0]]
+
+
+def test_pooling_defaults_to_last_token_unless_a_sentence_transformers_folder_says_otherwise(tmp_path):
+    assert load_encoder(make_tiny_checkpoint(tmp_path / "plain", arch="qwen3-embedding")).pooling == "last"
+    # an old-style folder: the model under 0_Transformer, mean pooling in 1_Pooling, max_seq_length 20
+    make_tiny_checkpoint(tmp_path / "st" / "0_Transformer", arch="qwen3-embedding")
+    (tmp_path / "st" / "0_Transformer" / "sentence_bert_config.json").write_text('{"max_seq_length": 20}')
+    (tmp_path / "st" / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    (tmp_path / "st" / "1_Pooling").mkdir()
+    (tmp_path / "st" / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    enc = load_encoder(tmp_path / "st")
+    assert (enc.pooling, enc.max_length, enc.padding_side) == ("mean", 20, "left")
+    assert load_encoder(tmp_path / "st", pooling="last").pooling == "last"

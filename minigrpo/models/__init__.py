@@ -1,16 +1,19 @@
-"""Hand-written Llama / Qwen3 models, checkpoint loading, the frozen encoder and the tokenizer."""
+"""Hand-written Llama / Qwen3 / BERT models, checkpoint loading, the frozen encoder and the tokenizer."""
 
+from .bert import BertConfig, BertModel
 from .checkpoint import read_tensor_infos
 from .config import ModelConfig
 from .encoder import Encoder
 from .kv_cache import KVCache
-from .loading import load_body, load_causal_lm, load_encoder
+from .loading import load_bert, load_body, load_causal_lm, load_encoder
 from .tiny import make_tiny_checkpoint
 from .bpe import train_bpe_tokenizer, write_tiny_tokenizer
 from .saving import save_model
+from .sentence_folder import extract_model_zip
 from .tokenizer import Tokenizer, load_tokenizer
 from .transformer import CausalLM, Transformer
 
-__all__ = ["CausalLM", "Encoder", "KVCache", "ModelConfig", "Transformer", "load_body", "load_causal_lm",
+__all__ = ["BertConfig", "BertModel", "extract_model_zip", "load_bert",
+           "CausalLM", "Encoder", "KVCache", "ModelConfig", "Transformer", "load_body", "load_causal_lm",
            "load_encoder", "load_tokenizer", "make_tiny_checkpoint", "read_tensor_infos", "save_model", "Tokenizer",
            "train_bpe_tokenizer", "write_tiny_tokenizer"]

@@ -16,6 +16,7 @@ A tied checkpoint that also stores lm_head.weight (Qwen3-0.6B does) keeps embed_
 trained, and warns if the two stored tensors differ.
 """
 
+import json
 import warnings
 from pathlib import Path
 
@@ -65,13 +66,91 @@ def load_body(path, dtype=None, device="cpu"):
     return body.eval()
 
 
-def load_encoder(path, pooling="last", dtype=None, device="cpu"):
-    """Frozen Encoder (see encoder.py) over the body of `path`, with the tokenizer from the same folder."""
+def load_bert(path, dtype=None, device="cpu"):
+    """BertModel (see bert.py) from a BERT checkpoint folder (config.json + safetensors), in eval mode.
+
+    Stored names are mapped to the module's keys: a `bert.` prefix (BertFor... checkpoints) is stripped and their
+    task heads `cls.*` are skipped; old LayerNorm names `gamma` / `beta` become `weight` / `bias`; the stored
+    buffers `embeddings.position_ids` (0..P-1) and `embeddings.token_type_ids` (zeros) are skipped. The pooler
+    `pooler.dense.*` is checked for shape and then skipped: sentence embeddings never use it.
+    """
+    from .bert import BertConfig, BertModel  # keep causal-LM loading free of the encoder-only modules
+
+    config = BertConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = BertModel(config)
+    infos = _bert_module_keys(read_tensor_infos(path))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    C = config.hidden_size
+    pooler = {k: shape for k, shape in {"pooler.dense.weight": (C, C), "pooler.dense.bias": (C,)}.items()
+              if k in infos}
+    _check(path, {**expected, **pooler}, infos)
+    _assign(model, {k: info for k, info in infos.items() if k not in pooler},
+            dtype=resolve_dtype(dtype, config.torch_dtype), device=device)
+    return model.eval()
+
+
+def load_encoder(path, pooling=None, dtype=None, device="cpu"):
+    """Frozen Encoder (see encoder.py) over a Qwen3 body or a BERT, with the tokenizer of the same folder.
+
+    path: a checkpoint folder, or a sentence-transformers folder (modules.json; see sentence_folder.py), whose
+    Transformer module names the folder of the weights and tokenizer. A .zip is refused: extract it once with
+    extract_model_zip(zip_path, folder) and pass the folder.
+    pooling=None: the folder's Pooling module when it has one; else "last" for Qwen3 (the Qwen3-Embedding recipe)
+    and "mean" for BERT (what sentence-transformers builds for a plain BERT folder). A string overrides both.
+    Inputs are truncated to the smallest of config.json's max_position_embeddings and the folder's max_seq_length.
+    """
     from .encoder import Encoder  # encoder.py imports the tokenizer; keep plain LM loading free of it
+    from .sentence_folder import lowercase_inputs, read_sentence_folder
     from .tokenizer import load_tokenizer
 
-    body = load_body(path, dtype=dtype, device=device)
-    return Encoder(body, load_tokenizer(path), pooling=pooling)
+    path = Path(path)
+    if path.suffix == ".zip":
+        raise ValueError(f"{path} is a zip archive: extract it once with "
+                         f"minigrpo.models.extract_model_zip({str(path)!r}, folder) and load the folder")
+    folder = read_sentence_folder(path)  # None for a plain checkpoint folder
+    model_path = folder.model_path if folder else path
+    if _model_type(model_path) == "bert":
+        model, default_pooling = load_bert(model_path, dtype=dtype, device=device), "mean"
+    else:
+        model, default_pooling = load_body(model_path, dtype=dtype, device=device), "last"
+    tokenizer = load_tokenizer(model_path)
+    max_length = model.config.max_position_embeddings
+    if folder is not None:
+        if folder.do_lower_case:
+            lowercase_inputs(tokenizer)
+        if folder.max_seq_length is not None:
+            max_length = min(max_length, folder.max_seq_length)
+        if pooling is None:
+            pooling = folder.pooling
+    return Encoder(model, tokenizer, pooling=pooling or default_pooling, max_length=max_length)
+
+
+def _model_type(path):
+    """config.json's model_type ("bert", "qwen3", ...), read before choosing which config class parses it."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"no config.json found: expected the file {file}")
+    try:
+        return json.loads(file.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{file}: expected a JSON object with a model_type ({e})") from None
+
+
+def _bert_module_keys(infos):
+    """{stored name: TensorInfo} -> {BertModel key: TensorInfo}, with the spellings listed in load_bert."""
+    keys = {}
+    for name, info in infos.items():
+        key = name.removeprefix("bert.")
+        if key.startswith("cls.") or key in ("embeddings.position_ids", "embeddings.token_type_ids"):
+            continue
+        if key.endswith(".gamma") or key.endswith(".beta"):
+            key = key.rsplit(".", 1)[0] + (".weight" if key.endswith(".gamma") else ".bias")
+        if key in keys:
+            raise ValueError(f"tensor {name!r} in {info.file.name} and {keys[key].name!r} in {keys[key].file.name} "
+                             f"both give the parameter {key!r}")
+        keys[key] = info
+    return keys
 
 
 def _drop_rope_buffers(infos):
