@@ -4,6 +4,7 @@ from .bert import BertConfig, BertModel
 from .checkpoint import read_tensor_infos
 from .config import ModelConfig
 from .encoder import Encoder
+from .gguf_convert import convert_gguf
 from .kv_cache import KVCache
 from .loading import load_bert, load_body, load_causal_lm, load_encoder
 from .tiny import make_tiny_checkpoint
@@ -16,4 +17,4 @@ from .transformer import CausalLM, Transformer
 __all__ = ["BertConfig", "BertModel", "extract_model_zip", "load_bert",
            "CausalLM", "Encoder", "KVCache", "ModelConfig", "Transformer", "load_body", "load_causal_lm",
            "load_encoder", "load_tokenizer", "make_tiny_checkpoint", "read_tensor_infos", "save_model", "Tokenizer",
-           "train_bpe_tokenizer", "write_tiny_tokenizer"]
+           "train_bpe_tokenizer", "write_tiny_tokenizer", "convert_gguf"]

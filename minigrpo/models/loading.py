@@ -32,7 +32,13 @@ EMBED = PREFIX + "embed_tokens.weight"
 
 
 def load_causal_lm(path, dtype=None, device="cpu"):
-    """CausalLM (Llama or Qwen3, by config.json's model_type) with the checkpoint's weights, in eval mode."""
+    """CausalLM (Llama or Qwen3, by config.json's model_type) with the checkpoint's weights, in eval mode.
+
+    `path` may also be a .gguf file: see gguf_convert.py (same build and checks, weights dequantized to float32).
+    """
+    if Path(path).suffix == ".gguf":
+        from .gguf_convert import load_gguf_causal_lm
+        return load_gguf_causal_lm(path, dtype=dtype, device=device)
     config = ModelConfig.from_pretrained(path)
     with torch.device("meta"):
         lm = CausalLM(config)
@@ -158,7 +164,7 @@ def _drop_rope_buffers(infos):
     return {name: info for name, info in infos.items() if not name.endswith("rotary_emb.inv_freq")}
 
 
-def _check(path, expected, infos):
+def _check(path, expected, infos, source="its config.json"):
     """Raise one error listing every missing, unexpected or mis-shaped tensor (module key: expected shape)."""
     problems = []
     for key, shape in expected.items():
@@ -173,7 +179,7 @@ def _check(path, expected, infos):
             problems.append(f"unexpected tensor {info.name!r} in {info.file.name} (shape {list(info.shape)}): "
                             f"the model has no such parameter")
     if problems:
-        raise ValueError(f"checkpoint {Path(path)} does not match its config.json:\n  " + "\n  ".join(problems))
+        raise ValueError(f"checkpoint {Path(path)} does not match {source}:\n  " + "\n  ".join(problems))
 
 
 def _assign(module, infos, *, dtype, device):

@@ -219,8 +219,12 @@ def _read_chat_template(value, path: Path):
 
 
 def load_tokenizer(path) -> Tokenizer:
-    """Load the tokenizer of a checkpoint folder (tokenizer.json + optional tokenizer_config.json)."""
+    """Load the tokenizer of a checkpoint folder (tokenizer.json + optional tokenizer_config.json), or of a .gguf
+    file (rebuilt in memory from its metadata: see gguf_tokenizer.py)."""
     path = Path(path)
+    if path.suffix == ".gguf":
+        from .gguf_tokenizer import load_gguf_tokenizer
+        return load_gguf_tokenizer(path)
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(f"expected {tok_file} (a Hugging Face fast-tokenizer file), found no such file")
