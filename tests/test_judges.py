@@ -131,7 +131,7 @@ def test_lm_pair_judge_logprobs_match_a_direct_computation(tiny_lms, arch, chat)
     for n, (item, a, b) in enumerate(PAIRS):
         prompt = judge.prompt(item, a, b)
         expected = _direct_logprobs(lm, tok, prompt, letters, add_special_tokens=not chat)
-        assert got[n].tolist() == pytest.approx(expected, abs=2e-5)
+        assert got[n].tolist() == pytest.approx(expected, abs=2e-6)  # measured 4.8e-7: float32 padding
     assert judge.compare(items, firsts, seconds) == [1.0 if x > y else 0.0 if y > x else 0.5 for x, y in got.tolist()]
     assert judge.compare(items, firsts, seconds) == judge.compare(items, firsts, seconds)  # deterministic
 
