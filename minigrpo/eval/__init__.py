@@ -1,7 +1,15 @@
-"""Held-out evaluation of a policy: greedy answers scored by the same reward functions GRPO trains on, and a
-cloze probe of the facts the model stores."""
+"""Held-out evaluation of a policy: greedy answers scored by the same reward functions GRPO trains on, a cloze
+probe of the facts the model stores, a pairwise tournament between variants rated with Elo, and a report on
+whether the reward can be gamed."""
 
+from .elo import NoFiniteMaximum, bootstrap_intervals, bradley_terry, online_elo
 from .evaluate import EvalResult, evaluate_policy
+from .hacking import hacking_report, training_signals
+from .judges import EncoderCosineJudge, LMPairJudge, ReferenceJudge
 from .knowledge import cloze_accuracy
+from .tournament import elo_view, load_completions, run_tournament, save_completions
 
-__all__ = ["EvalResult", "cloze_accuracy", "evaluate_policy"]
+__all__ = ["EncoderCosineJudge", "EvalResult", "LMPairJudge", "NoFiniteMaximum", "ReferenceJudge",
+           "bootstrap_intervals", "bradley_terry", "cloze_accuracy", "elo_view", "evaluate_policy",
+           "hacking_report", "load_completions", "online_elo", "run_tournament", "save_completions",
+           "training_signals"]
