@@ -8,7 +8,8 @@ import torch
 from minigrpo.data import MCQItem
 from minigrpo.eval import EvalResult, evaluate_policy
 from minigrpo.generation import generate
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 ITEMS = [
     MCQItem(id="q0", question="What do plants need to grow?", options={"A": "light", "B": "salt"}, answer="A",

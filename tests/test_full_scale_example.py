@@ -7,8 +7,9 @@ import torch
 from safetensors import safe_open
 
 from minigrpo.data import MCQItem, save_mcq_jsonl
-from minigrpo.models import ModelConfig, make_tiny_checkpoint
-from minigrpo.models.tiny import tiny_config
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.miniature.tiny import tiny_config
+from minigrpo.models import ModelConfig
 
 
 

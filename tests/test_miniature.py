@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minigrpo.models import make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
 
 FAST = ["--n-train", "24", "--n-eval", "6", "--vocab-size", "400", "--hidden", "32", "--layers", "1",
         "--encoder-steps", "3", "--cpt-steps", "3", "--cpt-copies", "2", "--sft-steps", "3", "--grpo-steps", "2",

@@ -14,7 +14,8 @@ from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
 from minigrpo.grpo.rollout import completion_logprobs, generate_and_score, should_merge
 from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
 from minigrpo.lora import lora_layers, lora_parameters
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 PROMPTS = ["the cat sat", "hello", "one two three four five", "a"]  # unequal lengths: left padding is exercised
 
