@@ -160,7 +160,8 @@ def test_second_run_in_the_same_folder_needs_resume_and_then_continues(example, 
     before = json.loads((run / "results.json").read_text())["before"]
     with pytest.raises(SystemExit, match="--resume"):
         example.main(argv + ["--steps", "3"])
-    example.main(argv + ["--steps", "3", "--resume"])
+    with pytest.warns(UserWarning, match="cosine learning-rate schedule now spans 3 updates"):
+        example.main(argv + ["--steps", "3", "--resume"])  # a longer run: the schedule stretches, and says so
     rows = [json.loads(line) for line in (run / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     saved = json.loads((run / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, rollout.py) on a tiny random Llama, a few steps each."""
+"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, rollout.py, logprobs.py) on a tiny random Llama."""
 
 import dataclasses
 import json
@@ -11,7 +11,9 @@ from minigrpo.grpo import trainer as trainer_module
 from minigrpo.grpo.checkpoint import latest_checkpoint, load_checkpoint
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
-from minigrpo.grpo.rollout import completion_logprobs, generate_and_score, should_merge
+from minigrpo.grpo.logprobs import completion_logprobs
+from minigrpo.grpo.microbatch import micro_batches
+from minigrpo.grpo.rollout import rollout, should_merge
 from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
 from minigrpo.lora import lora_layers, lora_parameters
 from minigrpo.miniature import make_tiny_checkpoint
@@ -51,9 +53,13 @@ def make_trainer(tiny, tmp_path, rewards=None, **overrides):
                        make_config(tmp_path, **overrides))
 
 
-def rollout(t, seed=1):
-    return generate_and_score(t.policy, t.tokenizer, PROMPTS[:t.config.prompts_per_step], lambda p: p, t.reward_fns,
-                              t.reward_weights, t.config, generator=torch.Generator().manual_seed(seed))
+def sample(t, seed=1):
+    return rollout(t.policy, t.tokenizer, PROMPTS[:t.config.prompts_per_step], lambda p: p, t.config,
+                   generator=torch.Generator().manual_seed(seed))
+
+
+def slices(t, batch):
+    return micro_batches(len(batch), t.config.gradient_accumulation_steps)
 
 
 def randomize_adapters(t, std=0.05):
@@ -86,9 +92,9 @@ def test_a_step_changes_only_lora_weights_and_logs_every_metric(tiny, tmp_path):
 def test_reference_logprobs_are_the_base_models(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, beta=0.04)
     randomize_adapters(t)  # the policy now differs from the base model
-    batch = rollout(t)
-    [ref] = t.reference_logprobs(batch, t.micro_batches(batch))
-    [policy_logp] = t.old_logprobs(batch, t.micro_batches(batch))
+    batch = sample(t)
+    [ref] = t.reference_logprobs(batch, slices(t, batch))
+    [policy_logp] = t.old_logprobs(batch, slices(t, batch))
     base = load_causal_lm(tiny)  # the checkpoint without any adapter
     with torch.no_grad():
         base_logp, _ = completion_logprobs(base, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
@@ -113,17 +119,17 @@ def test_mu_above_one_has_ratio_one_first_then_clips(tiny, tmp_path):
 def test_gradient_accumulation_equals_the_full_batch(tiny, tmp_path, loss_type):
     t = make_trainer(tiny, tmp_path, loss_type=loss_type, beta=0.04, prompts_per_step=2, num_generations=3)
     randomize_adapters(t)
-    batch = rollout(t)
+    batch = sample(t)
     n = batch.completion_mask.shape[1]
     for i in range(len(batch)):  # unequal lengths, so token- and row-weighted means differ
         batch.completion_mask[i, 1 + i % n:] = 0
-    batch.advantages = torch.linspace(-1.0, 1.5, len(batch))
+    advantages = torch.linspace(-1.0, 1.5, len(batch))
     results = []
-    for micro_batches in (1, 3, 6):
-        t.config = dataclasses.replace(t.config, gradient_accumulation_steps=micro_batches)
+    for n in (1, 3, 6):
+        t.config = dataclasses.replace(t.config, gradient_accumulation_steps=n)
         t.optimizer.zero_grad(set_to_none=True)
-        slices = t.micro_batches(batch)
-        stats = t.accumulate_gradients(batch, slices, t.reference_logprobs(batch, slices))
+        mb = slices(t, batch)
+        stats = t.accumulate_gradients(batch, advantages, mb, t.reference_logprobs(batch, mb))
         results.append((stats, [p.grad.clone() for p in t.params]))
     (full, full_grads), *accumulated = results
     assert any(g.abs().max() > 0 for g in full_grads)
@@ -138,9 +144,9 @@ def test_merging_for_generation_restores_the_base_weights_exactly(tiny, tmp_path
     t = make_trainer(tiny, tmp_path, merge_for_generation=True)
     randomize_adapters(t)
     before = {n: p.detach().clone() for n, p in t.policy.named_parameters()}
-    unmerged = rollout(t.__class__(t.policy, t.tokenizer, t.reward_fns, PROMPTS, lambda p: p,
+    unmerged = sample(t.__class__(t.policy, t.tokenizer, t.reward_fns, PROMPTS, lambda p: p,
                                    dataclasses.replace(t.config, merge_for_generation=False)))
-    merged = rollout(t)
+    merged = sample(t)
     for n, p in t.policy.named_parameters():
         assert torch.equal(p, before[n]), n
     assert not any(m.merged for _, m in lora_layers(t.policy))
@@ -158,43 +164,38 @@ def test_auto_merge_is_on_for_float32_base_weights_only(tiny, tmp_path):
     assert should_merge(t.policy, dataclasses.replace(t.config, merge_for_generation=True))
 
 
-def test_chunked_logprobs_match_the_plain_log_softmax(tiny, tmp_path):
+def unpadded_logprobs(model, b, i, temperature):
+    """Row i's completion log-probs computed alone: real tokens only (no pads, default positions 0..n-1), full
+    logits, a float64 log_softmax. Independent of completion_logprobs' padding, position ids and chunking."""
+    prompt = b.prompt_ids[i][b.prompt_mask[i].bool()]
+    n = int(b.completion_mask[i].sum())
+    ids = torch.cat([prompt, b.completion_ids[i, :n]])[None]  # (1, P + n)
+    logits = model(ids)[0, len(prompt) - 1:-1].double()  # (n, V): position P - 1 + t predicts completion token t
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, b.completion_ids[i, :n, None])[:, 0]
+
+
+def test_chunked_and_plain_logprobs_match_each_row_scored_alone(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, temperature=0.7)
     randomize_adapters(t)
-    b = rollout(t)
+    b = sample(t)
     args = (t.policy, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
     with torch.no_grad():
         fast, fast_h = completion_logprobs(*args, temperature=0.7, chunk_size=5, with_entropy=True)
         plain, plain_h = completion_logprobs(*args, temperature=0.7, chunk_size=0, with_entropy=True)
-    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+        for i in range(len(b)):
+            n = int(b.completion_mask[i].sum())
+            expected = unpadded_logprobs(t.policy, b, i, temperature=0.7).float()
+            torch.testing.assert_close(fast[i, :n], expected, rtol=0, atol=2e-5)
+            torch.testing.assert_close(plain[i, :n], expected, rtol=0, atol=2e-5)
+            wrong_tau = unpadded_logprobs(t.policy, b, i, temperature=1.0).float()
+            assert (fast[i, :n] - wrong_tau).abs().max() > 1e-3  # the comparison can tell temperatures apart
     torch.testing.assert_close(fast_h, plain_h, rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fused_logprobs_match_the_checkpointed_oracle_in_value_and_gradient(temperature):
-    from minigrpo.grpo.logprobs import token_entropy, token_logprobs_from_hidden
-    from minigrpo.grpo.rollout import _LogprobsFromHidden
-
-    torch.manual_seed(0)
-    h0, w0 = torch.randn(10, 8), torch.randn(50, 8) * 0.5
-    y, g = torch.randint(0, 50, (10,)), torch.randn(10)
-    h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
-    logp, entropy = _LogprobsFromHidden.apply(h, w, y, temperature, 3)  # chunks of 3 rows: 4 chunks, one ragged
-    (logp * g).sum().backward()
-    h_ref, w_ref = h0.clone().requires_grad_(), w0.clone().requires_grad_()
-    logp_ref, _ = token_logprobs_from_hidden(h_ref[None], w_ref, y[None], temperature, chunk_size=4)
-    (logp_ref[0] * g).sum().backward()
-    torch.testing.assert_close(logp, logp_ref[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(entropy, token_entropy((h0 @ w0.T)[None], temperature)[0], rtol=0, atol=1e-5)
-    assert not entropy.requires_grad
 
 
 def test_logprobs_follow_an_adapter_on_the_output_head(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, lora_targets=("q_proj", "lm_head"))
     randomize_adapters(t)
-    b = rollout(t)
+    b = sample(t)
     with torch.no_grad():
         fast, _ = completion_logprobs(t.policy, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
         ids = torch.cat([b.prompt_ids, b.completion_ids], dim=1)
@@ -211,9 +212,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, tmp_path):
     for gc in (False, True):
         t = make_trainer(tiny, tmp_path / str(gc), gradient_checkpointing=gc, beta=0.04)
         randomize_adapters(t)
-        batch = rollout(t)
-        slices = t.micro_batches(batch)
-        t.accumulate_gradients(batch, slices, t.reference_logprobs(batch, slices))
+        batch = sample(t)
+        mb = slices(t, batch)
+        t.accumulate_gradients(batch, torch.linspace(-1.0, 1.0, len(batch)), mb, t.reference_logprobs(batch, mb))
         grads.append([p.grad.clone() for p in t.params])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
@@ -251,10 +252,10 @@ def test_resume_reproduces_the_uninterrupted_metrics(tiny, tmp_path):
 
 def test_each_epoch_visits_every_item_once_in_a_seeded_order(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, prompts_per_step=2)  # 4 items: steps 1-2 are epoch 0, steps 3-4 epoch 1
-    epoch0 = t.items_for_step(1) + t.items_for_step(2)
-    epoch1 = t.items_for_step(3) + t.items_for_step(4)
+    epoch0 = t.sampler.items_for_step(1) + t.sampler.items_for_step(2)
+    epoch1 = t.sampler.items_for_step(3) + t.sampler.items_for_step(4)
     assert sorted(epoch0) == sorted(PROMPTS) == sorted(epoch1)
-    assert make_trainer(tiny, tmp_path / "again", prompts_per_step=2).items_for_step(2) == t.items_for_step(2)
+    assert make_trainer(tiny, tmp_path / "again", prompts_per_step=2).sampler.items_for_step(2) == t.sampler.items_for_step(2)
 
 
 def test_resume_without_a_checkpoint_starts_from_scratch(tiny, tmp_path):
