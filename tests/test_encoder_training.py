@@ -1,4 +1,5 @@
-"""Contrastive encoder training (minigrpo/miniature/encoder_training.py): InfoNCE by hand, gradients, and a tiny training run."""
+"""Contrastive encoder training (minigrpo/miniature/encoder_training.py): InfoNCE by hand, gradients, and a tiny
+training run."""
 
 import math
 from types import SimpleNamespace
