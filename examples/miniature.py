@@ -10,10 +10,14 @@ GRPO's reward is the paper's unweighted sum semantic + correctness + format + Co
 semantic reward for ROUGE-L, `--reward semantic+rouge` uses both). The policy imitates DeepSeek-R1-Distill: its
 chat template opens a <think> block in the prompt and it answers in R1_FORMAT.
 
-Look at: the encoder margin (paraphrase closer than another question's explanation), and the final table, where
-GRPO should beat SFT on held-out accuracy and reward. Its `cloze` column is the knowledge probe of
-minigrpo/miniature/knowledge.py: how often the model prefers the true statement of a held-out fact over the same
-sentence with a wrong option, i.e. whether the fact is in the weights at all, answerable or not.
+Look at: the encoder margin (paraphrase closer than another question's explanation); the batch reward in
+grpo/metrics.jsonl (and rewards.png), which GRPO raises on its own items; and the final table of held-out accuracy,
+format rate and reward per stage. Do not expect a held-out accuracy gain: after SFT the tiny policy answers
+unseen questions at about chance, because it does not learn to turn a recalled answer into its option letter
+(the README and examples/answer_skills_probe.py show why), and GRPO does not change that. The `cloze`
+column is the knowledge probe of minigrpo/miniature/knowledge.py: how often the model prefers the true statement
+of a held-out fact over the same sentence with a wrong option, i.e. whether the fact is in the weights at all,
+answerable or not.
 Everything lands in --out: data/, tokenizer/, encoder/, cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter
 checkpoints), results.json and rewards.png.
 

@@ -122,16 +122,6 @@ def test_from_hidden_gradient_with_the_entropy_untrained_matches_plain_autograd(
     torch.testing.assert_close(W1.grad, W2.grad, rtol=0, atol=1e-12)
 
 
-def test_plain_path_without_chunks_is_the_log_softmax():
-    g = torch.Generator().manual_seed(0)
-    logits = 3 * torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
-    targets = torch.randint(0, 7, (2, 5), generator=g)
-    torch.testing.assert_close(token_logprobs(logits, targets, 0.7, chunk_size=None),
-                               plain_logprobs(logits, targets, 0.7), rtol=0, atol=1e-12)
-    torch.testing.assert_close(token_entropy(logits, 0.7, chunk_size=None), plain_entropy(logits, 0.7),
-                               rtol=0, atol=1e-12)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_from_hidden_matches_plain_lm_head_path_in_low_precision(dtype):
     # the projection runs in the weights' dtype as lm_head does, the softmax in float32
@@ -197,7 +187,7 @@ def test_bad_inputs_are_clear_errors():
     hidden = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match=r"weight must be \(V, C\) with C = 4"):
         token_logprobs_from_hidden(hidden, torch.zeros(5, 3), torch.zeros(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):  # no plain path from hidden states
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
         token_logprobs_from_hidden(hidden, torch.zeros(5, 4), torch.zeros(2, 3, dtype=torch.long), chunk_size=None)
     with pytest.raises(ValueError, match="hidden is torch.float32 but weight is torch.bfloat16"):
         token_logprobs_from_hidden(hidden, torch.zeros(5, 4).bfloat16(), torch.zeros(2, 3, dtype=torch.long))

@@ -13,14 +13,16 @@ tensor of a GRPO step: 8 completions x 512 tokens x 151k x 4 bytes = 2.5 GB, mor
 Only one number per position is needed, so the functions here can work on `chunk_size` rows (positions) at a
 time and upcast only that chunk to float32.
 
-  token_logprobs(logits, ...)                from logits that already exist (B, T, V); chunk_size=None is the
-  token_entropy(logits, ...)                 plain path, one log_softmax over everything: the oracle. In chunks,
-                                             each runs under torch.utils.checkpoint when grad is needed.
+  token_logprobs(logits, ...)                from logits that already exist (B, T, V), in chunks, each under
+  token_entropy(logits, ...)                 torch.utils.checkpoint when grad is needed.
   token_logprobs_from_hidden(hidden, W, ...) the fast path, from the final hidden states (B, T, C) and the
                                              output projection W (V, C): no (B, T, V) tensor ever exists, and
                                              the backward is derived by hand (_FusedLogprobs below).
   completion_logprobs(model, ...)            what the trainer calls: the model's hidden states over prompt +
-                                             completion, then one of the two paths above.
+                                             completion, then the fast path, or the plain one (chunk_size=0).
+
+The plain path, F.log_softmax(logits / tau, -1).gather(-1, y) over full logits (_plain_logprobs), is the oracle
+the others are tested against.
 """
 
 import torch
@@ -44,7 +46,7 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     lm_head applies (LoRA included when the head is wrapped), chunk_size rows at a time. None sizes the chunks
     by the vocabulary, CHUNK_ELEMENTS // V rows, because every temporary of a chunk is (rows, V): 1024 rows of a
     151,936-token vocabulary would be 0.6 GB each. chunk_size = 0 takes the plain path instead: full (B, N, V)
-    logits and one float32 log_softmax (`token_logprobs(..., chunk_size=None)`; memory-hungry).
+    logits and one float32 log_softmax (the oracle; memory-hungry).
     """
     Tp, N = prompt_ids.shape[1], completion_ids.shape[1]
     ids = torch.cat([prompt_ids, completion_ids], dim=1)[:, :-1]  # (B, Tp+N-1): the last token predicts nothing
@@ -52,13 +54,7 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     hidden = model.hidden_states(ids, attention_mask=mask, position_ids=position_ids(mask))[:, Tp - 1:]  # (B, N, C)
     weight = effective_weight(model.lm_head)  # (V, C)
     if chunk_size == 0:
-        logits = F.linear(hidden, weight)  # (B, N, V): every float32 (B, N, V) tensor exists at once
-        logp = token_logprobs(logits, completion_ids, temperature, chunk_size=None)
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = token_entropy(logits, temperature, chunk_size=None)
-        return logp, entropy
+        return _plain_logprobs(hidden, weight, completion_ids, temperature, with_entropy)
     if chunk_size is None:
         chunk_size = max(1, CHUNK_ELEMENTS // weight.shape[0])
     return token_logprobs_from_hidden(hidden.to(weight.dtype), weight, completion_ids, temperature, chunk_size,
@@ -74,15 +70,12 @@ def token_logprobs(logits, targets, temperature=1.0, chunk_size=256):
         temperature: > 0; the sampling temperature.
         chunk_size: rows (batch x positions) scored at once; the sequence is split into chunks of
             max(1, chunk_size // B) positions, and the working set is a few (B, that, V) float32 buffers.
-            None: no chunks, the plain float32 log-softmax of the whole tensor (the oracle).
 
     Returns:
         (B, T) float32 (float64 for float64 logits). Differentiable w.r.t. logits: each chunk is checkpointed,
         see the module docstring.
     """
     _check_common(logits, targets, temperature, chunk_size, "token_logprobs", "logits")
-    if chunk_size is None:
-        return _logprobs_from_logits(logits, targets, temperature)
     step = max(1, chunk_size // logits.shape[0])  # positions per chunk
     pieces = [
         _maybe_checkpoint(_logprobs_from_logits, z, y, temperature)  # (B, c)
@@ -97,8 +90,6 @@ def token_entropy(logits, temperature=1.0, chunk_size=256):
     Args and chunking as `token_logprobs`. Returns (B, T) float32 (float64 for float64 logits), in nats.
     """
     _check_common(logits, None, temperature, chunk_size, "token_entropy", "logits")
-    if chunk_size is None:
-        return _entropy_from_logits(logits, temperature)
     step = max(1, chunk_size // logits.shape[0])
     pieces = [_maybe_checkpoint(_entropy_from_logits, z, temperature) for z in logits.split(step, dim=1)]
     return torch.cat(pieces, dim=1)  # (B, T)
@@ -208,6 +199,17 @@ class _FusedLogprobs(torch.autograd.Function):
         return grad_h, grad_w, None, None, None
 
 
+def _plain_logprobs(hidden, weight, targets, temperature, with_entropy):
+    """The oracle: full (B, N, V) logits and one float32 log_softmax, every (B, N, V) tensor at once."""
+    logps = F.log_softmax(F.linear(hidden, weight).float() / temperature, dim=-1)  # (B, N, V)
+    logp = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, N)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(logps.exp() * logps).sum(dim=-1)  # (B, N)
+    return logp, entropy
+
+
 # ---- one chunk: these functions see (rows or B, c, V) at most ----
 
 def _chunk_logits(h, weight, temperature):
@@ -253,8 +255,7 @@ def _check_common(scores, targets, temperature, chunk_size, where, name, vocab=N
         raise ValueError(f"{where}: {name} must be floating point, found {scores.dtype}")
     if not (isinstance(temperature, (int, float)) and temperature > 0):
         raise ValueError(f"{where}: temperature must be a number > 0, found {temperature!r}")
-    plain = chunk_size is None and vocab is None  # None (no chunks) only where the logits already exist
-    if not plain and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{where}: chunk_size must be an int >= 1, found {chunk_size!r}")
     if targets is None:
         return

@@ -5,7 +5,7 @@ docstring says how steps, updates and micro-batches are counted):
 
   1. sample prompts     prompt_sampler.py  prompts_per_step items, from epochs of seeded permutations
   2. roll out           rollout.py         G completions per prompt from the current policy, decoded
-  3. score              rewards            every reward function, summed with its weight (default 1)
+  3. score              rewards/combine   every reward function, summed with its weight (default 1)
   4. advantages         advantages.py      group-relative, A (B*G,)
   5. ref and old logp   logprobs.py        no grad, per micro-batch: the reference with the adapters disabled
                                            (skipped when beta = 0) and, when mu > 1, the old policy
@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..lora import disable_adapters, inject_lora, lora_layers, lora_parameters
-from ..rewards import RewardError, combine_rewards
+from ..rewards import RewardError, combine_rewards, load_reward_state, reward_state
 from ..train.optim import warmup_cosine
 from .advantages import group_advantages
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
@@ -51,7 +51,8 @@ from .rollout import check_prompts_fit, rollout
 
 
 class TrainingStopped(RuntimeError):
-    """A non-finite value stopped training. .step, .component, .checkpoint (folder of the last good state)."""
+    """A failing reward or a non-finite value stopped training. .step, .component, .checkpoint (the folder of the
+    last good state)."""
 
     def __init__(self, message, step, component, checkpoint):
         super().__init__(message)
@@ -135,7 +136,7 @@ class GRPOTrainer:
         bar = tqdm(total=c.max_steps, initial=self.step, desc="grpo", disable=not c.progress, dynamic_ncols=True)
         while self.step < c.max_steps:
             step = self.step + 1
-            before = (capture_rng(self.generator), self._reward_state())
+            before = (capture_rng(self.generator), reward_state(self.reward_fns))
             snapshot = self._snapshot() if c.num_iterations > 1 else None
             try:
                 row = self.train_step(step)
@@ -147,30 +148,33 @@ class GRPOTrainer:
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.3f}", kl="-" if row["kl"] is None else f"{row['kl']:.4f}")
             if (c.save_interval and step % c.save_interval == 0) or step == c.max_steps:
-                self.save(step, capture_rng(self.generator), self._reward_state())
+                self.save(step, capture_rng(self.generator), reward_state(self.reward_fns))
         bar.close()
         return rows
 
     def train_step(self, step):
         """One generation batch and its num_iterations updates; returns the metrics row."""
         c, t0 = self.config, time.perf_counter()
-        items = self.sampler.items_for_step(step)                                                     # 1
+        # 1. sample prompts  2. roll out
+        items = self.sampler.items_for_step(step)
         batch = rollout(self.policy, self.tokenizer, items, self.prompt_fn, c, generator=self.generator,
-                        device=self.device, autocast=self._autocast)                                  # 2
+                        device=self.device, autocast=self._autocast)
         t_gen = time.perf_counter() - t0
-        scores = combine_rewards(self.reward_fns, self.reward_weights, batch.completions, batch.items)  # 3
+        # 3. score  4. advantages
+        scores = combine_rewards(self.reward_fns, self.reward_weights, batch.completions, batch.items)
         advantages, adv_stats = group_advantages(scores.total, c.num_generations, scale=c.scale_rewards,
-                                                 eps=c.adv_eps, std_floor=c.std_floor)                # 4
-        advantages = advantages.to(self.device)
+                                                 eps=c.adv_eps, std_floor=c.std_floor)
+        # 5. reference and old log-probs, per micro-batch
         slices = micro_batches(len(batch), c.gradient_accumulation_steps)
-        ref = self.reference_logprobs(batch, slices) if c.beta != 0 else None                        # 5
+        ref = self.reference_logprobs(batch, slices) if c.beta != 0 else None
         old = self.old_logprobs(batch, slices) if c.num_iterations > 1 else None
+        # 6. mu updates, each: log-probs, policy_loss and backward per micro-batch, then one optimizer step
         lr = self.optimizer.param_groups[0]["lr"]  # the first update's, for the metrics row
-        self.update_stats = []
-        for it in range(c.num_iterations):                                                            # 6
-            self.update_stats.append(self.update(batch, advantages, slices, ref, old, iteration=it))
+        self.update_stats = [self.update(batch, advantages.to(self.device), slices, ref, old, iteration=it)
+                             for it in range(c.num_iterations)]
+        # 7. metrics (train() writes the row and saves checkpoints)
         row = step_metrics(step, batch, scores, adv_stats, self.update_stats, c,
-                           step_time=time.perf_counter() - t0, gen_time=t_gen, lr=lr)                 # 7
+                           step_time=time.perf_counter() - t0, gen_time=t_gen, lr=lr)
         self._log_samples(step, batch, scores, advantages)
         return row
 
@@ -233,8 +237,8 @@ class GRPOTrainer:
             acc.add(stats, weight * stats["loss"], tokens, ent)
         return acc.result()
 
-    def save(self, step, rng_state, reward_state=None):
-        extra = {"reward_state": reward_state or {}, "reward_weights": self.reward_weights}
+    def save(self, step, rng_state, rewards_state=None):
+        extra = {"reward_state": rewards_state or {}, "reward_weights": self.reward_weights}
         return save_checkpoint(self.run_dir, step, self.policy, self.optimizer, self.scheduler, rng_state,
                                config=self.config.to_dict(), extra=extra, keep=self.config.save_total_limit)
 
@@ -283,28 +287,19 @@ class GRPOTrainer:
         state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, map_location=self.device)
         check_rewards(ckpt, state["extra"].get("reward_weights"), self.reward_weights)
         restore_rng(state["rng"], self.generator)
-        self._load_reward_state(state["extra"].get("reward_state", {}))
+        load_reward_state(self.reward_fns, state["extra"].get("reward_state", {}))
         self.step = state["step"]
 
     def _stop(self, step, err, before, snapshot):
         rng_before, rewards_before = before
         if snapshot is not None:  # mu > 1: earlier updates of this step already changed the weights
             self._restore(snapshot)
-        self._load_reward_state(rewards_before)
+        load_reward_state(self.reward_fns, rewards_before)
         self.optimizer.zero_grad(set_to_none=True)
         path = self.save(step - 1, rng_before, rewards_before)
         raise TrainingStopped(
             f"training stopped at step {step}: {err.component}: {err}. The optimizer was not stepped with it; "
             f"the last good state (step {step - 1}) is saved in {path}", step, err.component, path) from err
-
-    def _reward_state(self):
-        """{name: state} of the reward functions that keep running state (e.g. SemanticReward's off-target mean)."""
-        return {name: copy.deepcopy(fn.state_dict()) for name, fn in self.reward_fns.items()
-                if callable(getattr(fn, "state_dict", None))}
-
-    def _load_reward_state(self, states):
-        for name, state in states.items():
-            self.reward_fns[name].load_state_dict(state)
 
     def _snapshot(self):
         return ([p.detach().clone() for p in self.params], copy.deepcopy(self.optimizer.state_dict()),

@@ -23,6 +23,8 @@ import torch
 
 from .checkpoint import load_tensors, read_tensor_infos, resolve_dtype
 from .config import ModelConfig
+from .encoder import Encoder
+from .tokenizer import load_tokenizer
 from .transformer import CausalLM, Transformer
 
 PREFIX = "model."
@@ -67,9 +69,6 @@ def load_body(path, dtype=None, device="cpu"):
 
 def load_encoder(path, pooling="last", dtype=None, device="cpu"):
     """Frozen Encoder (see encoder.py) over the body of `path`, with the tokenizer from the same folder."""
-    from .encoder import Encoder  # encoder.py imports the tokenizer; keep plain LM loading free of it
-    from .tokenizer import load_tokenizer
-
     body = load_body(path, dtype=dtype, device=device)
     return Encoder(body, load_tokenizer(path), pooling=pooling)
 

@@ -8,6 +8,7 @@ place rewards are checked: a reward that raises, returns NaN, inf or the wrong n
 NaN would turn into NaN advantages and a NaN loss several steps later, far from its cause.
 """
 
+import copy
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,6 +99,8 @@ def _check_finite(name, values, completions):
                                 f"completion {bad[0]}: {completions[bad[0]][:80]!r})")
 
 
+# ---- reward functions with running state: the protocol SemanticReward follows ----
+
 @contextmanager
 def eval_mode(reward_fns):
     """Inside the block, reward functions that keep running state (those with train() / eval(), such as
@@ -112,6 +115,19 @@ def eval_mode(reward_fns):
     finally:
         for fn, mode in zip(stateful, previous):
             fn.train(mode)
+
+
+def reward_state(reward_fns):
+    """{name: state} of the reward functions that keep running state (those with state_dict(), such as
+    SemanticReward's off-target mean), copied, for a checkpoint."""
+    return {name: copy.deepcopy(fn.state_dict()) for name, fn in reward_fns.items()
+            if callable(getattr(fn, "state_dict", None))}
+
+
+def load_reward_state(reward_fns, states):
+    """Put back what reward_state returned (on resume, or when a failed step is rolled back)."""
+    for name, state in states.items():
+        reward_fns[name].load_state_dict(state)
 
 
 def paper_rewards(encoder=None, fmt=CompletionFormat(), *, variant="semantic", min_cot_words=5,
