@@ -35,7 +35,8 @@ import torch
 
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 PROMPTS = [f"Question {i}: explain why the sky is blue, in a few words." for i in range(16)]
 SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)

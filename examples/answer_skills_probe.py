@@ -32,10 +32,8 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.data import make_synthetic_dataset
+from minigrpo.miniature import init_weights_, make_synthetic_dataset, tiny_config, train_bpe_tokenizer
 from minigrpo.models import CausalLM, ModelConfig
-from minigrpo.models.bpe import train_bpe_tokenizer
-from minigrpo.models.tiny import init_weights_, tiny_config
 from minigrpo.train.loop import LMBatchData, train_lm
 
 LETTERS = "ABCD"

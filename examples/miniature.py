@@ -10,10 +10,14 @@ GRPO's reward is the paper's unweighted sum semantic + correctness + format + Co
 semantic reward for ROUGE-L, `--reward semantic+rouge` uses both). The policy imitates DeepSeek-R1-Distill: its
 chat template opens a <think> block in the prompt and it answers in R1_FORMAT.
 
-Look at: the encoder margin (paraphrase closer than another question's explanation), and the final table, where
-GRPO should beat SFT on held-out accuracy and reward. Its `cloze` column is the knowledge probe of
-minigrpo/eval/knowledge.py: how often the model prefers the true statement of a held-out fact over the same
-sentence with a wrong option, i.e. whether the fact is in the weights at all, answerable or not.
+Look at: the encoder margin (paraphrase closer than another question's explanation); the batch reward in
+grpo/metrics.jsonl (and rewards.png), which GRPO raises on its own items; and the final table of held-out accuracy,
+format rate and reward per stage. Do not expect a held-out accuracy gain: after SFT the tiny policy answers
+unseen questions at about chance, because it does not learn to turn a recalled answer into its option letter
+(the README and examples/answer_skills_probe.py show why), and GRPO does not change that. The `cloze`
+column is the knowledge probe of minigrpo/miniature/knowledge.py: how often the model prefers the true statement
+of a held-out fact over the same sentence with a wrong option, i.e. whether the fact is in the weights at all,
+answerable or not.
 Everything lands in --out: data/, tokenizer/, encoder/, cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter
 checkpoints), results.json and rewards.png.
 
@@ -28,18 +32,17 @@ from pathlib import Path
 
 import torch
 
-from minigrpo.data import R1_FORMAT, make_synthetic_dataset, paraphrase_triplets, write_dataset
+from minigrpo.data import R1_FORMAT
 from minigrpo.data.prompts import format_question, sft_target
-from minigrpo.eval import cloze_accuracy, evaluate_policy
+from minigrpo.eval import evaluate_policy
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
+from minigrpo.miniature import (cloze_accuracy, init_weights_, make_synthetic_dataset, paraphrase_margin,
+                                paraphrase_triplets, tiny_config, train_bpe_tokenizer, train_encoder, write_dataset)
 from minigrpo.models import CausalLM, ModelConfig, Transformer, load_causal_lm, load_encoder
-from minigrpo.models.bpe import train_bpe_tokenizer
 from minigrpo.models.saving import save_model
-from minigrpo.models.tiny import init_weights_, tiny_config
 from minigrpo.rewards import paper_rewards
 from minigrpo.train import pack_blocks, run_cpt, run_sft, shuffled_sentence_copies
-from minigrpo.train.encoder import paraphrase_margin, train_encoder
 
 # A one-line system prompt keeps the tiny model's prompts short (~60 tokens); the format is learned in SFT.
 SYSTEM_PROMPT = "You are a tutor. Think in <think></think>, then explain in <explanation></explanation>, then answer in <answer></answer>."
@@ -146,7 +149,7 @@ def main(argv=None):
     answer_eval = functools.partial(evaluate_policy, tokenizer=tok, items=ds.eval, prompt_fn=prompt_fn,
                                     reward_fns=reward_fns, max_new_tokens=args.max_new_tokens)
 
-    def evaluate(policy):  # greedy answers, plus the cloze probe of the facts the weights hold (eval/knowledge.py)
+    def evaluate(policy):  # greedy answers, plus the cloze probe of the facts the weights hold (miniature/knowledge.py)
         return {**answer_eval(policy).as_dict(), "cloze": cloze_accuracy(policy, tok, ds.eval)[0]}
     results = {"args": vars(args), "encoder": {"margin": margin, "fraction": frac}}
 

@@ -31,9 +31,9 @@ import torch
 from minigrpo.data import DEFAULT_SYSTEM_PROMPT, R1_FORMAT, load_mcq_jsonl, render_prompt, sft_target
 from minigrpo.eval import evaluate_policy
 from minigrpo.grpo.config import GRPOConfig
-from minigrpo.grpo.rollout import CHUNK_ELEMENTS
+from minigrpo.grpo.logprobs import CHUNK_ELEMENTS
 from minigrpo.grpo.trainer import GRPOTrainer
-from minigrpo.lora import inject_lora, lora_layers, merge_lora, save_adapter
+from minigrpo.lora import inject_lora, merge_and_unload, save_adapter
 from minigrpo.models import ModelConfig, load_causal_lm, load_encoder, load_tokenizer, save_model
 from minigrpo.rewards import paper_rewards
 from minigrpo.train import run_sft
@@ -224,7 +224,7 @@ def sft_reasoning(item):
 
 def sft_with_merged_lora(policy, tokenizer, items, prompt_fn, args, autocast):
     """LoRA SFT (full fine-tuning an 8B with AdamW needs ~130 GB), then fold W + s*B@A back into each base linear
-    and unwrap it, so GRPO starts from plain weights with fresh adapters."""
+    and unwrap it (merge_and_unload), so GRPO starts from plain weights with fresh adapters."""
     inject_lora(policy, r=args.lora_r, alpha=args.lora_alpha, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
     policy.to(args.device)
     prompts = [prompt_fn(it) for it in items]
@@ -233,11 +233,7 @@ def sft_with_merged_lora(policy, tokenizer, items, prompt_fn, args, autocast):
         losses = run_sft(policy, tokenizer, prompts, targets, steps=args.sft_steps, batch_size=args.sft_batch_size,
                          lr=args.sft_lr, max_length=args.max_prompt_length + args.max_completion_length,
                          seed=args.seed, progress=not args.quiet)
-    merge_lora(policy)
-    for name, layer in lora_layers(policy):
-        parent, _, attr = name.rpartition(".")
-        setattr(policy.get_submodule(parent), attr, layer.base_layer)  # the merged base weight stays
-    del policy.lora_config
+    merge_and_unload(policy)
     return losses
 
 

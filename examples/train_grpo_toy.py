@@ -24,7 +24,8 @@ import torch
 
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 
 def letter_fraction(letter):

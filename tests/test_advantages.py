@@ -36,9 +36,12 @@ def test_groups_are_contiguous_rows_prompt_major():
     assert stats["frac_zero_std"] == 1.0
 
 
-def test_zero_variance_group_gives_exactly_zero_not_nan():
-    # 6 x 0.1 has a mean that is not exactly 0.1 in float32; the constant group must still give exact zeros
-    rewards = torch.tensor([0.1] * 6 + [1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+def test_zero_variance_group_gives_exactly_zero_not_a_rounding_residue():
+    # the float32 mean of 6 x 0.9 is not 0.9: r - mean leaves 6e-8, and the std 6.5e-8, so without the constant
+    # group rule A would be 6e-8 / (6.5e-8 + 1e-4) ~ 6e-4 instead of 0
+    constant = torch.full((6,), 0.9)
+    assert (constant - constant.mean()).abs().max() > 0  # the residue this test is about exists
+    rewards = torch.cat([constant, torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])])
     A, stats = group_advantages(rewards, group_size=6)
     assert torch.equal(A[:6], torch.zeros(6))
     assert torch.isfinite(A).all()
@@ -80,12 +83,15 @@ def test_std_floor_caps_the_blow_up_of_a_tight_group():
 
 
 def test_cosine_reward_hazard_without_floor():
-    # cosine similarities the encoder can barely tell apart still get advantages of about +-1 without a floor
-    rewards = torch.tensor([0.812, 0.815, 0.809])
+    # cosine similarities the encoder can barely tell apart still get advantages of about +-1 without a floor:
+    # [0.812, 0.815, 0.809] has mean 0.812, deviations (0, 0.003, -0.003), Bessel std sqrt(18e-6 / 2) = 0.003
+    rewards = torch.tensor([0.812, 0.815, 0.809], dtype=torch.float64)
     A, _ = group_advantages(rewards, 3)
-    assert A.abs().max().item() > 0.9
+    a = 0.003 / (0.003 + EPS)  # 0.9677; the population std (0.00245) would give 1.18
+    torch.testing.assert_close(A, torch.tensor([0.0, a, -a], dtype=torch.float64), rtol=0, atol=1e-9)
     A_floor, _ = group_advantages(rewards, 3, std_floor=0.1)
-    assert A_floor.abs().max().item() < 0.04
+    a = 0.003 / (0.1 + EPS)  # 0.02997: divided by the floor plus eps, not by the floor alone (0.03)
+    torch.testing.assert_close(A_floor, torch.tensor([0.0, a, -a], dtype=torch.float64), rtol=0, atol=1e-9)
 
 
 def test_integer_rewards_become_float32():

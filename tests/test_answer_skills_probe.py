@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from minigrpo.models.bpe import write_tiny_tokenizer
+from minigrpo.miniature.bpe import write_tiny_tokenizer
 
 WORDS = ["red", "blue", "green", "apple", "river", "stone", "cloud", "seven"]
 

@@ -1,11 +1,11 @@
-"""Byte-level BPE training (minigrpo/models/bpe.py): determinism, the three styles' special-token behaviour,
+"""Byte-level BPE training (minigrpo/miniature/bpe.py): determinism, the three styles' special-token behaviour,
 and that transformers loads the written folder and encodes the same ids."""
 
 import json
 
 import pytest
 
-from minigrpo.models.bpe import STYLES, train_bpe_tokenizer, write_tiny_tokenizer
+from minigrpo.miniature.bpe import STYLES, train_bpe_tokenizer, write_tiny_tokenizer
 
 TEXTS = ["Paris is the capital of France.", "Ünïcödé, emoji 🙂, tabs\tand\nnewlines  and  spaces.",
          "<think>reasoning</think> The answer is (B).", "日本語のテキスト", ""]

@@ -6,9 +6,9 @@ import json
 import jinja2
 import pytest
 
-from minigrpo.models.bpe import train_bpe_tokenizer, write_tiny_tokenizer
-from minigrpo.models.chat_template import (DEEPSEEK_R1_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE,
-                                           render_chat_template)
+from minigrpo.miniature.bpe import train_bpe_tokenizer, write_tiny_tokenizer
+from minigrpo.miniature.chat_templates import DEEPSEEK_R1_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE
+from minigrpo.models.chat_template import DEFAULT_CHAT_TEMPLATE, render_chat_template
 from minigrpo.models.tokenizer import load_tokenizer
 
 transformers = pytest.importorskip("transformers")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minigrpo.models import load_causal_lm, make_tiny_checkpoint, read_tensor_infos
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, read_tensor_infos
 from minigrpo.models.checkpoint import resolve_dtype
 
 

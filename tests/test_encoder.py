@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigrpo.models import Encoder, load_encoder, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import Encoder, load_encoder
 from minigrpo.models.encoder import format_query, pool
 
 TEXTS = ["What is the capital of France?", "Explain gravity",

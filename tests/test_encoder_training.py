@@ -1,4 +1,5 @@
-"""Contrastive encoder training (minigrpo/train/encoder.py): InfoNCE by hand, gradients, and a tiny training run."""
+"""Contrastive encoder training (minigrpo/miniature/encoder_training.py): InfoNCE by hand, gradients, and a tiny
+training run."""
 
 import math
 from types import SimpleNamespace
@@ -6,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minigrpo.models import load_body, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.miniature.encoder_training import embed_with_grad, info_nce, paraphrase_margin, train_encoder
+from minigrpo.models import load_body, load_tokenizer
 from minigrpo.models.encoder import Encoder
-from minigrpo.train.encoder import embed_with_grad, info_nce, paraphrase_margin, train_encoder
 
 # 6 facts, 3 wordings each: every group is one meaning, the other groups are its negatives
 GROUPS = [

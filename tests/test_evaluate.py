@@ -8,7 +8,8 @@ import torch
 from minigrpo.data import MCQItem
 from minigrpo.eval import EvalResult, evaluate_policy
 from minigrpo.generation import generate
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 ITEMS = [
     MCQItem(id="q0", question="What do plants need to grow?", options={"A": "light", "B": "salt"}, answer="A",
@@ -158,3 +159,29 @@ def test_long_prompts_keep_their_last_tokens_as_in_training_rollouts(policy):
                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     expected = tok.batch_decode([r[m.bool()].tolist() for r, m in zip(out.completion_ids, out.completion_mask)])
     assert fns["format"].seen == [expected]
+
+
+class RunningMean(Recorder):
+    """A reward with running state and the train() / eval() protocol, like SemanticReward's off-target mean."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.training, self.updates = True, 0
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, completions, items):
+        self.updates += self.training
+        return super().__call__(completions, items)
+
+
+def test_evaluation_leaves_the_running_state_of_rewards_unchanged(policy):
+    fns = {**_reward_fns(), "bonus": RunningMean(lambda it: BONUS[it.id])}
+    _evaluate(policy, reward_fns=fns)
+    assert fns["bonus"].seen and fns["bonus"].updates == 0  # scored in eval mode: nothing recorded
+    assert fns["bonus"].training  # and handed back in the mode it came in

@@ -7,8 +7,9 @@ import torch
 from safetensors import safe_open
 
 from minigrpo.data import MCQItem, save_mcq_jsonl
-from minigrpo.models import ModelConfig, make_tiny_checkpoint
-from minigrpo.models.tiny import tiny_config
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.miniature.tiny import tiny_config
+from minigrpo.models import ModelConfig
 
 
 
@@ -159,7 +160,8 @@ def test_second_run_in_the_same_folder_needs_resume_and_then_continues(example, 
     before = json.loads((run / "results.json").read_text())["before"]
     with pytest.raises(SystemExit, match="--resume"):
         example.main(argv + ["--steps", "3"])
-    example.main(argv + ["--steps", "3", "--resume"])
+    with pytest.warns(UserWarning, match="cosine learning-rate schedule now spans 3 updates"):
+        example.main(argv + ["--steps", "3", "--resume"])  # a longer run: the schedule stretches, and says so
     rows = [json.loads(line) for line in (run / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     saved = json.loads((run / "results.json").read_text())

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from minigrpo.generation import GenerationOutput, KVCache, generate, repeat_prompts
-from minigrpo.generation.generate import prompt_position_ids
+from minigrpo.generation.prompts import position_ids
 
 VOCAB = 16
 
@@ -55,7 +55,7 @@ def test_repeat_prompts_is_prompt_major():
 
 def test_position_ids_count_real_tokens_and_put_pads_at_zero():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
-    assert prompt_position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
 
 
 def test_decoding_feeds_one_token_per_step_with_next_positions_and_a_growing_mask():
@@ -210,7 +210,7 @@ def recompute_logits(model, prompt_ids, prompt_mask, completion_ids):
         for t in range(completion_ids.shape[1]):
             ids = torch.cat([prompt_ids, completion_ids[:, :t]], dim=1)  # (B, P + t)
             mask = torch.cat([prompt_mask, torch.ones_like(completion_ids[:, :t])], dim=1)
-            steps.append(model(ids, attention_mask=mask, position_ids=prompt_position_ids(mask))[:, -1])
+            steps.append(model(ids, attention_mask=mask, position_ids=position_ids(mask))[:, -1])
     return torch.stack(steps, dim=1)
 
 

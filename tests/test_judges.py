@@ -5,7 +5,8 @@ from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import MCQItem
 from minigrpo.eval.judges import (EncoderCosineJudge, LMPairJudge, ReferenceJudge, fact_score, pair_question, states,
                                   verdict)
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 POLAND = MCQItem(id="cap", question="What is the capital of Poland?", answer="D", subject="geography",
                  options={"A": "Tokyo", "B": "Madrid", "C": "Rome", "D": "Warsaw"},

@@ -1,4 +1,4 @@
-"""The cloze knowledge probe (minigrpo/eval/knowledge.py): sentences, summed log-likelihoods, accuracy by hand."""
+"""The cloze knowledge probe (minigrpo/miniature/knowledge.py): sentences, summed log-likelihoods, accuracy by hand."""
 
 import math
 
@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from minigrpo.data import MCQItem
-from minigrpo.eval import cloze_accuracy
-from minigrpo.eval.knowledge import cloze_sentences, sentence_logprobs
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import cloze_accuracy, make_tiny_checkpoint
+from minigrpo.miniature.knowledge import cloze_sentences, sentence_logprobs
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 
 def item(gold, options, explanation="the sky is blue", answer="A"):

@@ -1,4 +1,4 @@
-"""Chunked log-probs and entropies against hand values and against the plain F.log_softmax path."""
+"""Chunked and fused log-probs and entropies against hand values and against the plain F.log_softmax path."""
 
 import math
 
@@ -106,6 +106,22 @@ def test_from_hidden_matches_plain_values_and_gradients(chunk_size):
     torch.testing.assert_close(W1.grad, W2.grad, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_from_hidden_gradient_with_the_entropy_untrained_matches_plain_autograd(temperature):
+    # the training case: entropy is returned for logging only, so backward takes its in-place branch
+    hidden, weight, targets = _hidden_case(B=2, T=5)  # 10 rows in chunks of 3: four chunks, the last ragged
+    g = torch.randn(targets.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    h1, W1 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    h2, W2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logp, ent = token_logprobs_from_hidden(h1, W1, targets, temperature, chunk_size=3, with_entropy=True)
+    (logp * g).sum().backward()
+    plain_logprobs(h2 @ W2.T, targets, temperature).mul(g).sum().backward()
+    torch.testing.assert_close(logp, plain_logprobs(hidden @ weight.T, targets, temperature), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ent, plain_entropy(hidden @ weight.T, temperature), rtol=0, atol=1e-12)
+    torch.testing.assert_close(h1.grad, h2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(W1.grad, W2.grad, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_from_hidden_matches_plain_lm_head_path_in_low_precision(dtype):
     # the projection runs in the weights' dtype as lm_head does, the softmax in float32
@@ -171,5 +187,7 @@ def test_bad_inputs_are_clear_errors():
     hidden = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match=r"weight must be \(V, C\) with C = 4"):
         token_logprobs_from_hidden(hidden, torch.zeros(5, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        token_logprobs_from_hidden(hidden, torch.zeros(5, 4), torch.zeros(2, 3, dtype=torch.long), chunk_size=None)
     with pytest.raises(ValueError, match="hidden is torch.float32 but weight is torch.bfloat16"):
         token_logprobs_from_hidden(hidden, torch.zeros(5, 4).bfloat16(), torch.zeros(2, 3, dtype=torch.long))

@@ -119,7 +119,8 @@ def test_bare_string_target_is_one_name():
 
 @pytest.fixture(params=["llama", "qwen3"])
 def tiny_lm(request, tmp_path):
-    from minigrpo.models import load_causal_lm, make_tiny_checkpoint
+    from minigrpo.miniature import make_tiny_checkpoint
+    from minigrpo.models import load_causal_lm
 
     make_tiny_checkpoint(tmp_path, arch=request.param, seed=0)
     return load_causal_lm(tmp_path)

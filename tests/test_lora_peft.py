@@ -27,7 +27,7 @@ def randomize_b(model, seed=1):
 
 @pytest.fixture(scope="module", params=["llama", "qwen3"])
 def checkpoint(request, tmp_path_factory):
-    from minigrpo.models.tiny import make_tiny_checkpoint
+    from minigrpo.miniature.tiny import make_tiny_checkpoint
 
     path = tmp_path_factory.mktemp(request.param)
     make_tiny_checkpoint(path, arch=request.param, seed=0)

@@ -5,7 +5,7 @@ import torch
 
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import MCQItem
-from minigrpo.rewards import RewardBreakdown, RewardError, SemanticReward, combine_rewards, paper_rewards
+from minigrpo.rewards import RewardBreakdown, RewardError, SemanticReward, combine_rewards, eval_mode, paper_rewards
 
 FMT = CompletionFormat()
 ITEM = MCQItem(id="q1", question="2 + 2?", options={"A": "3", "B": "4"}, answer="B", explanations=("ref",))
@@ -40,8 +40,16 @@ def test_list_return_values_are_accepted_as_float32():
 @pytest.mark.parametrize("bad", [float("nan"), math.inf, -math.inf])
 def test_non_finite_reward_is_an_error_naming_the_function(bad):
     fns = {"good": const(1.0, 1.0), "broken_reward": const(0.0, bad)}
-    with pytest.raises(RewardError, match=r"'broken_reward'.*rows \[1\]"):
+    with pytest.raises(RewardError, match=r"'broken_reward'.*rows \[1\]") as err:
         combine_rewards(fns, None, ["x", "y"], [ITEM, ITEM])
+    assert err.value.component == "broken_reward"
+
+
+def test_weighted_total_that_overflows_is_an_error_naming_the_total():
+    fns = {"a": const(3e38, 1.0), "b": const(3e38, 1.0)}  # each finite in float32, their sum is not
+    with pytest.raises(RewardError, match=r"weighted sum of the rewards is non-finite at rows \[0\]") as err:
+        combine_rewards(fns, None, ["x", "y"], [ITEM, ITEM])
+    assert err.value.component == "total"
 
 
 def test_wrong_number_of_values_is_an_error_naming_the_function():
@@ -55,8 +63,49 @@ def test_exception_inside_a_reward_is_reraised_naming_it():
     def explode(completions, items):
         raise KeyError("missing")
 
-    with pytest.raises(RewardError, match="'explode' raised KeyError"):
+    with pytest.raises(RewardError, match="'explode' raised KeyError") as err:
         combine_rewards({"explode": explode}, None, ["x"], [ITEM])
+    assert err.value.component == "explode"
+
+
+def test_error_names_the_failing_reward_not_a_name_in_its_message():
+    # a reward that raises KeyError('correctness') is the failing component, not the correctness reward
+    def semantic(completions, items):
+        raise KeyError("correctness")
+
+    fns = {"correctness": const(1.0), "semantic": semantic}
+    with pytest.raises(RewardError, match="'semantic' raised KeyError: 'correctness'") as err:
+        combine_rewards(fns, None, ["x"], [ITEM])
+    assert err.value.component == "semantic"
+
+
+class Stateful:
+    """A reward with the train() / eval() protocol that counts the calls made in training mode."""
+
+    def __init__(self):
+        self.training, self.updates = True, 0
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, completions, items):
+        self.updates += self.training
+        return torch.zeros(len(completions))
+
+
+def test_eval_mode_freezes_stateful_rewards_and_restores_their_mode():
+    stateful, frozen_before = Stateful(), Stateful().eval()
+    fns = {"s": stateful, "f": frozen_before, "plain": const(1.0)}
+    with eval_mode(fns):
+        assert not stateful.training
+        combine_rewards(fns, None, ["x"], [ITEM])
+    assert stateful.updates == 0 and stateful.training and not frozen_before.training
+    combine_rewards(fns, None, ["x"], [ITEM])
+    assert stateful.updates == 1
 
 
 def test_unknown_weight_name_is_an_error():

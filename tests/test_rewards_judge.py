@@ -5,7 +5,8 @@ import torch
 
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import MCQItem
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 from minigrpo.rewards.judge import JudgeReward, LMJudge, judge_question, parse_grade
 
 FMT = CompletionFormat()

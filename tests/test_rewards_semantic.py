@@ -128,6 +128,32 @@ def test_off_target_single_question_falls_back_to_running_mean_of_earlier_baseli
     assert reward([completion("e30")], [q1]).item() == pytest.approx(COS30 - batch_mean, abs=1e-6)
 
 
+def test_eval_mode_reads_the_running_mean_without_updating_it():
+    enc, completions, items = off_target_batch()
+    reward = SemanticReward(enc, baseline="off_target")
+    reward(completions, items)  # training mode: the running mean now holds this batch's mean baseline
+    state = reward.state_dict()
+    reward.eval()
+    reward(completions, items)  # an evaluation batch: read, not recorded
+    assert reward.state_dict() == state
+    batch_mean = (0.25 + 0.5 + 0.5 + (0.5 - COS30) / 2) / 4
+    assert reward([completion("e30")], [items[0]]).item() == pytest.approx(COS30 - batch_mean, abs=1e-6)
+    reward.train()
+    reward(completions, items)
+    assert reward.state_dict()["off_target_calls"] == state["off_target_calls"] + 1
+
+
+def test_state_dict_round_trip_gives_the_same_rewards():
+    enc, completions, items = off_target_batch()
+    trained = SemanticReward(enc)
+    trained(completions, items)
+    fresh = SemanticReward(enc)
+    q1_alone = ([completion("e30")], [items[0]])
+    assert fresh(*q1_alone).item() == pytest.approx(COS30, abs=1e-6)  # no running mean yet: b = 0
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh(*q1_alone).item() == trained(*q1_alone).item() != pytest.approx(COS30, abs=1e-3)
+
+
 def test_several_references_max_or_mean():
     enc = AngleEncoder({"ra": 0, "rb": 90, "e30": 30})
     q = item("q1", "ra", "rb")

@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 
 import minigrpo.models.saving as saving
-from minigrpo.models import load_body, load_causal_lm, load_encoder, make_tiny_checkpoint, save_model
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_body, load_causal_lm, load_encoder, save_model
 from minigrpo.models.encoder import Encoder
 
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7], [1, 2, 3, 4, 5, 6, 7]])  # (B=2, T=7), inside the tiny vocab

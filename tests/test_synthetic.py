@@ -8,8 +8,8 @@ from rouge_score import rouge_scorer
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import load_mcq_jsonl
 from minigrpo.data.prompts import sft_target
-from minigrpo.data.synthetic import make_synthetic_dataset, paraphrase_triplets, write_dataset
-from minigrpo.data.synthetic_facts import knowledge_facts
+from minigrpo.miniature.synthetic import make_synthetic_dataset, paraphrase_triplets, write_dataset
+from minigrpo.miniature.synthetic_facts import knowledge_facts
 
 TABLE_SUBJECTS = {"biology", "chemistry", "physics", "geography"}
 

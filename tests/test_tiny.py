@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint, read_tensor_infos
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer, read_tensor_infos
 
 
 def test_llama_files_and_4x_config_spelling(tmp_path):
@@ -88,7 +89,8 @@ def test_transformers_reads_the_embedding_checkpoint_as_a_bare_model(tmp_path):
 
 
 def test_vocab_size_override_is_honoured_and_must_cover_the_tokenizer(tmp_path):
-    from minigrpo.models import ModelConfig, make_tiny_checkpoint
+    from minigrpo.miniature import make_tiny_checkpoint
+    from minigrpo.models import ModelConfig
     out = make_tiny_checkpoint(tmp_path / "big", arch="llama", vocab_size=1000)
     assert ModelConfig.from_pretrained(out).vocab_size == 1000
     import pytest

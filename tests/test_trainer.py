@@ -1,4 +1,4 @@
-"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, rollout.py) on a tiny random Llama, a few steps each."""
+"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, rollout.py, logprobs.py) on a tiny random Llama."""
 
 import dataclasses
 import json
@@ -11,10 +11,13 @@ from minigrpo.grpo import trainer as trainer_module
 from minigrpo.grpo.checkpoint import latest_checkpoint, load_checkpoint
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
-from minigrpo.grpo.rollout import completion_logprobs, generate_and_score, should_merge
+from minigrpo.grpo.logprobs import completion_logprobs
+from minigrpo.grpo.microbatch import micro_batches
+from minigrpo.grpo.rollout import rollout, should_merge
 from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
 from minigrpo.lora import lora_layers, lora_parameters
-from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+from minigrpo.miniature import make_tiny_checkpoint
+from minigrpo.models import load_causal_lm, load_tokenizer
 
 PROMPTS = ["the cat sat", "hello", "one two three four five", "a"]  # unequal lengths: left padding is exercised
 
@@ -50,9 +53,23 @@ def make_trainer(tiny, tmp_path, rewards=None, **overrides):
                        make_config(tmp_path, **overrides))
 
 
-def rollout(t, seed=1):
-    return generate_and_score(t.policy, t.tokenizer, PROMPTS[:t.config.prompts_per_step], lambda p: p, t.reward_fns,
-                              t.reward_weights, t.config, generator=torch.Generator().manual_seed(seed))
+def sample(t, seed=1):
+    return rollout(t.policy, t.tokenizer, PROMPTS[:t.config.prompts_per_step], lambda p: p, t.config,
+                   generator=torch.Generator().manual_seed(seed))
+
+
+def slices(t, batch):
+    return micro_batches(len(batch), t.config.gradient_accumulation_steps)
+
+
+def unpadded_logprobs(model, b, i, temperature):
+    """Row i's completion log-probs computed alone: real tokens only (no pads, default positions 0..n-1), full
+    logits, a float64 log_softmax. Independent of completion_logprobs' padding, position ids and chunking."""
+    prompt = b.prompt_ids[i][b.prompt_mask[i].bool()]
+    n = int(b.completion_mask[i].sum())
+    ids = torch.cat([prompt, b.completion_ids[i, :n]])[None]  # (1, P + n)
+    logits = model(ids)[0, len(prompt) - 1:-1].double()  # (n, V): position P - 1 + t predicts completion token t
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, b.completion_ids[i, :n, None])[:, 0]
 
 
 def randomize_adapters(t, std=0.05):
@@ -82,19 +99,31 @@ def test_a_step_changes_only_lora_weights_and_logs_every_metric(tiny, tmp_path):
     assert latest_checkpoint(t.config.run_dir).name == "step-000001"  # always saved at the end
 
 
-def test_reference_logprobs_are_the_base_models(tiny, tmp_path):
-    t = make_trainer(tiny, tmp_path, beta=0.04)
+def test_reference_and_old_logprobs_are_the_base_and_current_models_at_the_sampling_temperature(tiny, tmp_path):
+    t = make_trainer(tiny, tmp_path, beta=0.04, temperature=0.7)
     randomize_adapters(t)  # the policy now differs from the base model
-    batch = rollout(t)
-    [ref] = t.reference_logprobs(batch, t.micro_batches(batch))
-    [policy_logp] = t.old_logprobs(batch, t.micro_batches(batch))
+    batch = sample(t)
+    [ref] = t.reference_logprobs(batch, slices(t, batch))
+    [old] = t.old_logprobs(batch, slices(t, batch))
     base = load_causal_lm(tiny)  # the checkpoint without any adapter
     with torch.no_grad():
-        base_logp, _ = completion_logprobs(base, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                           batch.completion_mask)
+        for i in range(len(batch)):
+            n = int(batch.completion_mask[i].sum())
+            torch.testing.assert_close(ref[i, :n], unpadded_logprobs(base, batch, i, 0.7).float(), rtol=0, atol=2e-5)
+            torch.testing.assert_close(old[i, :n], unpadded_logprobs(t.policy, batch, i, 0.7).float(), rtol=0,
+                                       atol=2e-5)
     m = batch.completion_mask[:, :ref.shape[1]].bool()
-    assert torch.allclose(ref[m], base_logp[:, :ref.shape[1]][m], atol=1e-5, rtol=0)
-    assert (policy_logp[m] - ref[m]).abs().max() > 1e-3  # the test would notice adapters left on
+    assert (old[m] - ref[m]).abs().max() > 1e-3  # the test would notice adapters left on
+
+
+def test_first_update_has_ratio_one_and_fresh_adapters_have_zero_kl_at_any_temperature(tiny, tmp_path):
+    # old and reference log-probs must use the sampling temperature, as the update's log-probs do: with mu = 2
+    # the first update's ratio is exactly 1, and with B = 0 (fresh adapters) the policy is the reference, KL 0
+    t = make_trainer(tiny, tmp_path, max_steps=1, num_iterations=2, beta=0.04, temperature=0.6)
+    t.train()
+    first = t.update_stats[0]
+    assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["clip_ratio/region_mean"] == 0.0
+    assert abs(first["kl"]) < 1e-7
 
 
 def test_mu_above_one_has_ratio_one_first_then_clips(tiny, tmp_path):
@@ -112,17 +141,17 @@ def test_mu_above_one_has_ratio_one_first_then_clips(tiny, tmp_path):
 def test_gradient_accumulation_equals_the_full_batch(tiny, tmp_path, loss_type):
     t = make_trainer(tiny, tmp_path, loss_type=loss_type, beta=0.04, prompts_per_step=2, num_generations=3)
     randomize_adapters(t)
-    batch = rollout(t)
+    batch = sample(t)
     n = batch.completion_mask.shape[1]
     for i in range(len(batch)):  # unequal lengths, so token- and row-weighted means differ
         batch.completion_mask[i, 1 + i % n:] = 0
-    batch.advantages = torch.linspace(-1.0, 1.5, len(batch))
+    advantages = torch.linspace(-1.0, 1.5, len(batch))
     results = []
-    for micro_batches in (1, 3, 6):
-        t.config = dataclasses.replace(t.config, gradient_accumulation_steps=micro_batches)
+    for n in (1, 3, 6):
+        t.config = dataclasses.replace(t.config, gradient_accumulation_steps=n)
         t.optimizer.zero_grad(set_to_none=True)
-        slices = t.micro_batches(batch)
-        stats = t.accumulate_gradients(batch, slices, t.reference_logprobs(batch, slices))
+        mb = slices(t, batch)
+        stats = t.accumulate_gradients(batch, advantages, mb, t.reference_logprobs(batch, mb))
         results.append((stats, [p.grad.clone() for p in t.params]))
     (full, full_grads), *accumulated = results
     assert any(g.abs().max() > 0 for g in full_grads)
@@ -137,9 +166,9 @@ def test_merging_for_generation_restores_the_base_weights_exactly(tiny, tmp_path
     t = make_trainer(tiny, tmp_path, merge_for_generation=True)
     randomize_adapters(t)
     before = {n: p.detach().clone() for n, p in t.policy.named_parameters()}
-    unmerged = rollout(t.__class__(t.policy, t.tokenizer, t.reward_fns, PROMPTS, lambda p: p,
+    unmerged = sample(t.__class__(t.policy, t.tokenizer, t.reward_fns, PROMPTS, lambda p: p,
                                    dataclasses.replace(t.config, merge_for_generation=False)))
-    merged = rollout(t)
+    merged = sample(t)
     for n, p in t.policy.named_parameters():
         assert torch.equal(p, before[n]), n
     assert not any(m.merged for _, m in lora_layers(t.policy))
@@ -157,43 +186,28 @@ def test_auto_merge_is_on_for_float32_base_weights_only(tiny, tmp_path):
     assert should_merge(t.policy, dataclasses.replace(t.config, merge_for_generation=True))
 
 
-def test_chunked_logprobs_match_the_plain_log_softmax(tiny, tmp_path):
+def test_chunked_and_plain_logprobs_match_each_row_scored_alone(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, temperature=0.7)
     randomize_adapters(t)
-    b = rollout(t)
+    b = sample(t)
     args = (t.policy, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
     with torch.no_grad():
         fast, fast_h = completion_logprobs(*args, temperature=0.7, chunk_size=5, with_entropy=True)
         plain, plain_h = completion_logprobs(*args, temperature=0.7, chunk_size=0, with_entropy=True)
-    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+        for i in range(len(b)):
+            n = int(b.completion_mask[i].sum())
+            expected = unpadded_logprobs(t.policy, b, i, temperature=0.7).float()
+            torch.testing.assert_close(fast[i, :n], expected, rtol=0, atol=2e-5)
+            torch.testing.assert_close(plain[i, :n], expected, rtol=0, atol=2e-5)
+            wrong_tau = unpadded_logprobs(t.policy, b, i, temperature=1.0).float()
+            assert (fast[i, :n] - wrong_tau).abs().max() > 1e-3  # the comparison can tell temperatures apart
     torch.testing.assert_close(fast_h, plain_h, rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fused_logprobs_match_the_checkpointed_oracle_in_value_and_gradient(temperature):
-    from minigrpo.grpo.logprobs import token_entropy, token_logprobs_from_hidden
-    from minigrpo.grpo.rollout import _LogprobsFromHidden
-
-    torch.manual_seed(0)
-    h0, w0 = torch.randn(10, 8), torch.randn(50, 8) * 0.5
-    y, g = torch.randint(0, 50, (10,)), torch.randn(10)
-    h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
-    logp, entropy = _LogprobsFromHidden.apply(h, w, y, temperature, 3)  # chunks of 3 rows: 4 chunks, one ragged
-    (logp * g).sum().backward()
-    h_ref, w_ref = h0.clone().requires_grad_(), w0.clone().requires_grad_()
-    logp_ref, _ = token_logprobs_from_hidden(h_ref[None], w_ref, y[None], temperature, chunk_size=4)
-    (logp_ref[0] * g).sum().backward()
-    torch.testing.assert_close(logp, logp_ref[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(entropy, token_entropy((h0 @ w0.T)[None], temperature)[0], rtol=0, atol=1e-5)
-    assert not entropy.requires_grad
 
 
 def test_logprobs_follow_an_adapter_on_the_output_head(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, lora_targets=("q_proj", "lm_head"))
     randomize_adapters(t)
-    b = rollout(t)
+    b = sample(t)
     with torch.no_grad():
         fast, _ = completion_logprobs(t.policy, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask)
         ids = torch.cat([b.prompt_ids, b.completion_ids], dim=1)
@@ -210,9 +224,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, tmp_path):
     for gc in (False, True):
         t = make_trainer(tiny, tmp_path / str(gc), gradient_checkpointing=gc, beta=0.04)
         randomize_adapters(t)
-        batch = rollout(t)
-        slices = t.micro_batches(batch)
-        t.accumulate_gradients(batch, slices, t.reference_logprobs(batch, slices))
+        batch = sample(t)
+        mb = slices(t, batch)
+        t.accumulate_gradients(batch, torch.linspace(-1.0, 1.0, len(batch)), mb, t.reference_logprobs(batch, mb))
         grads.append([p.grad.clone() for p in t.params])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
@@ -250,10 +264,11 @@ def test_resume_reproduces_the_uninterrupted_metrics(tiny, tmp_path):
 
 def test_each_epoch_visits_every_item_once_in_a_seeded_order(tiny, tmp_path):
     t = make_trainer(tiny, tmp_path, prompts_per_step=2)  # 4 items: steps 1-2 are epoch 0, steps 3-4 epoch 1
-    epoch0 = t.items_for_step(1) + t.items_for_step(2)
-    epoch1 = t.items_for_step(3) + t.items_for_step(4)
+    epoch0 = t.sampler.items_for_step(1) + t.sampler.items_for_step(2)
+    epoch1 = t.sampler.items_for_step(3) + t.sampler.items_for_step(4)
     assert sorted(epoch0) == sorted(PROMPTS) == sorted(epoch1)
-    assert make_trainer(tiny, tmp_path / "again", prompts_per_step=2).items_for_step(2) == t.items_for_step(2)
+    again = make_trainer(tiny, tmp_path / "again", prompts_per_step=2)
+    assert again.sampler.items_for_step(2) == t.sampler.items_for_step(2)
 
 
 def test_resume_without_a_checkpoint_starts_from_scratch(tiny, tmp_path):
@@ -321,3 +336,86 @@ def test_toy_reward_rises_within_a_bounded_number_of_steps(tiny, tmp_path):
     first = sum(r["reward"] for r in rows[:6]) / 6
     last = sum(r["reward"] for r in rows[-6:]) / 6
     assert last > first + 0.15, (first, last)
+
+
+def test_prompt_longer_than_the_context_is_refused_before_any_compute(tiny, tmp_path, monkeypatch):
+    # the tiny Llama's context is 1024 positions; the prompt keeps its last max_prompt_length tokens
+    long_prompt = "one two three four five " * 300
+    assert len(load_tokenizer(tiny).encode(long_prompt, add_special_tokens=False)) > 1000
+    monkeypatch.setattr(trainer_module, "rollout", lambda *a, **k: pytest.fail("sampled before the check"))
+    policy, tok = load_causal_lm(tiny), load_tokenizer(tiny)
+    config = make_config(tmp_path, max_prompt_length=1000, max_completion_length=100)
+    with pytest.raises(ValueError, match=r"training item 2 encodes to a prompt of 1000 tokens .* 1100 positions, "
+                                         r"more than the model's context of 1024"):
+        GRPOTrainer(policy, tok, {"noise": noise_reward}, ["a", "b", long_prompt], lambda p: p, config)
+    # the same prompt fits once truncated to 900 tokens: 900 + 100 <= 1024
+    GRPOTrainer(policy, tok, {"noise": noise_reward}, ["a", "b", long_prompt], lambda p: p,
+                dataclasses.replace(config, max_prompt_length=900))
+
+
+def test_resume_refuses_a_config_that_changes_the_run_and_names_the_field(tiny, tmp_path):
+    make_trainer(tiny, tmp_path, max_steps=1).train()
+    for field, value in (("learning_rate", 1e-3), ("seed", 7), ("prompts_per_step", 4), ("temperature", 0.7)):
+        t = make_trainer(tiny, tmp_path, max_steps=2, resume=True, **{field: value})
+        with pytest.raises(ValueError, match=rf"cannot resume .*step-000001.*: {field}: "):
+            t.train()
+        assert all(torch.equal(p, torch.zeros_like(p)) for n, p in t.policy.named_parameters() if "lora_B" in n)
+    with pytest.raises(ValueError, match=r"reward functions and weights: \{'noise': 1.0\} in the checkpoint"):
+        make_trainer(tiny, tmp_path, max_steps=2, resume=True,
+                     rewards={"noise": noise_reward, "e": letter_reward}).train()
+    # fields that only change how the same steps are computed or logged may change
+    rows = make_trainer(tiny, tmp_path, max_steps=2, resume=True, save_interval=1, gradient_accumulation_steps=3,
+                        progress=False, sample_interval=0).train()
+    assert [r["step"] for r in rows] == [2]
+
+
+class Drifting:
+    """A reward with running state that every training call updates (as SemanticReward's off-target mean): its
+    value is the noise reward plus 0.01 per earlier call, so a run whose state is reset logs other rewards."""
+
+    def __init__(self, crash_at=None):
+        self.calls, self.crash_at = 0, crash_at
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+    def __call__(self, completions, items):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash()
+        return noise_reward(completions, items) + 0.01 * self.calls
+
+
+def test_resume_restores_the_reward_state_and_reproduces_the_uninterrupted_run(tiny, tmp_path):
+    kw = dict(max_steps=4, save_interval=2)
+    straight = make_trainer(tiny, tmp_path / "a", rewards={"drift": Drifting()}, **kw).train()
+    with pytest.raises(Crash):
+        make_trainer(tiny, tmp_path / "b", rewards={"drift": Drifting(crash_at=4)}, **kw).train()
+    resumed = make_trainer(tiny, tmp_path / "b", rewards={"drift": Drifting()}, resume=True, **kw)
+    resumed.train()  # a new process: a fresh reward object, whose state comes from checkpoint step 2
+    assert resumed.reward_fns["drift"].calls == 4
+    rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(tmp_path / "b" / "run")]
+    assert rows == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in json.loads(json.dumps(straight))]
+
+
+def test_a_reward_raising_key_error_is_reported_as_itself_and_its_state_rolled_back(tiny, tmp_path):
+    # KeyError('correctness') raised by the semantic reward names the semantic reward, not correctness
+    calls = {"n": 0}
+
+    def semantic(completions, items):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyError("correctness")
+        return noise_reward(completions, items)
+
+    rewards = {"drift": Drifting(), "correctness": letter_reward, "semantic": semantic}
+    t = make_trainer(tiny, tmp_path, rewards=rewards, max_steps=5)
+    with pytest.raises(TrainingStopped, match=r"step 3: semantic: reward 'semantic' raised KeyError") as err:
+        t.train()
+    assert err.value.component == "semantic"
+    state = torch.load(err.value.checkpoint / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2 and state["extra"]["reward_state"] == {"drift": {"calls": 2}}  # as before step 3
+    assert t.reward_fns["drift"].calls == 2

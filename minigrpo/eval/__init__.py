@@ -6,10 +6,9 @@ from .elo import NoFiniteMaximum, bootstrap_intervals, bradley_terry, online_elo
 from .evaluate import EvalResult, evaluate_policy
 from .hacking import hacking_report, training_signals
 from .judges import EncoderCosineJudge, LMPairJudge, ReferenceJudge
-from .knowledge import cloze_accuracy
 from .tournament import elo_view, load_completions, run_tournament, save_completions
 
 __all__ = ["EncoderCosineJudge", "EvalResult", "LMPairJudge", "NoFiniteMaximum", "ReferenceJudge",
-           "bootstrap_intervals", "bradley_terry", "cloze_accuracy", "elo_view", "evaluate_policy",
+           "bootstrap_intervals", "bradley_terry", "elo_view", "evaluate_policy",
            "hacking_report", "load_completions", "online_elo", "run_tournament", "save_completions",
            "training_signals"]

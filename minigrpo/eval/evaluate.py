@@ -7,16 +7,16 @@ For each item the policy writes one completion (temperature 0), which is scored 
     reward          = mean of the total reward  sum_k w_k r_k  (the quantity GRPO maximises)
     rewards[name]   = mean of each component
 
-Greedy decoding makes the numbers a property of the model alone, not of a sampling seed.
+Greedy decoding makes the numbers a property of the model alone, not of a sampling seed. Reward functions with
+running state (SemanticReward's off-target mean) are scored in eval mode, so evaluating never changes training.
 """
 
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..generation import generate
-from ..grpo.rollout import encode_prompts
-from ..rewards import combine_rewards
+from ..generation import encode_prompts, generate, pad_id
+from ..rewards import combine_rewards, eval_mode
 
 
 @dataclass
@@ -53,13 +53,14 @@ def evaluate_policy(model, tokenizer, items, prompt_fn, reward_fns, *, weights=N
             # the same prompts as GRPO rollouts: left-truncated, so a long prompt keeps its answer cue
             ids, mask, _ = encode_prompts(tokenizer, [prompt_fn(it) for it in batch], max_prompt_length)
             out = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=0.0,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id(tokenizer))
             lengths += out.completion_mask.sum(1).tolist()
             completions += tokenizer.batch_decode([row[m.bool()].tolist() for row, m in
                                                    zip(out.completion_ids, out.completion_mask)])
     finally:
         model.train(was_training)
-    scores = combine_rewards(reward_fns, weights, completions, list(items))
+    with eval_mode(reward_fns):
+        scores = combine_rewards(reward_fns, weights, completions, list(items))
     samples = [{"prompt": prompt_fn(items[i]), "completion": completions[i],
                 "rewards": {k: round(v[i].item(), 4) for k, v in scores.components.items()}}
                for i in range(min(num_samples, len(items)))]

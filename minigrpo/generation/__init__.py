@@ -1,8 +1,9 @@
-"""Rollouts: batched sampling from a causal LM with a preallocated KV cache."""
+"""Batched sampling from a causal LM with a preallocated KV cache, and the prompt encoding it reads."""
 
 from minigrpo.generation.generate import GenerationOutput, generate, repeat_prompts
+from minigrpo.generation.prompts import encode_prompts, pad_id, position_ids
 from minigrpo.generation.sampling import sample_next_token, top_k_filter, top_p_filter
 from minigrpo.models.kv_cache import KVCache
 
-__all__ = ["GenerationOutput", "KVCache", "generate", "repeat_prompts", "sample_next_token", "top_k_filter",
-           "top_p_filter"]
+__all__ = ["GenerationOutput", "KVCache", "encode_prompts", "generate", "pad_id", "position_ids", "repeat_prompts",
+           "sample_next_token", "top_k_filter", "top_p_filter"]

@@ -6,8 +6,8 @@
 Conventions (the same as transformers' `generate()`, so that greedy decoding is token-identical to it):
 - Prompts are left-padded to a common length P: row b's real tokens end at column P - 1, so every row's next
   token goes to the same cache slot and a single `seen` counter serves the whole batch.
-- Position ids come from the mask: pos = cumsum(mask) - 1 over the prompt, with pads set to 0 (they are never
-  attended to, the value only has to be a valid index); each new token takes the previous position + 1.
+- Position ids come from the mask (prompts.position_ids): pos = cumsum(mask) - 1 over the prompt, with pads set to
+  0; each new token takes the previous position + 1.
 - A row stops at its first EOS; the EOS token stays in the completion with mask 1 (so the policy learns to
   stop), every later slot holds `pad_token_id` with mask 0. Finished rows keep being fed pads (their outputs are
   ignored), and the loop ends as soon as every row has stopped, so N = max_new_tokens or fewer.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minigrpo.generation.prompts import position_ids
 from minigrpo.generation.sampling import check_sampling_args, sample_next_token
 from minigrpo.models.kv_cache import KVCache
 
@@ -44,15 +45,6 @@ def repeat_prompts(prompt_ids, prompt_mask, k):
         raise ValueError(f"prompt_ids {tuple(prompt_ids.shape)} and prompt_mask {tuple(prompt_mask.shape)} "
                          "must have the same shape")
     return prompt_ids.repeat_interleave(k, dim=0), prompt_mask.repeat_interleave(k, dim=0)
-
-
-def prompt_position_ids(prompt_mask):
-    """pos[b, j] = (number of real tokens in row b up to and including column j) - 1, 0 on pads.
-
-    Example: mask [0, 0, 1, 1, 1] -> positions [0, 0, 0, 1, 2]. (B, P) long.
-    """
-    positions = prompt_mask.long().cumsum(dim=-1) - 1
-    return positions.masked_fill(prompt_mask == 0, 0)
 
 
 def check_prompts(prompt_ids, prompt_mask, max_new_tokens, max_positions):
@@ -151,7 +143,7 @@ def _sample_loop(model, prompt_ids, prompt_mask, max_new_tokens, eos_ids, pad_to
         full_mask = torch.ones(batch, prompt_len + max_new_tokens, dtype=torch.long, device=device)  # (B, S)
         full_mask[:, :prompt_len] = prompt_mask
 
-    positions = prompt_position_ids(prompt_mask)  # (B, P)
+    positions = position_ids(prompt_mask)  # (B, P)
     logits = _last_logits(model, prompt_ids, None if full_mask is None else full_mask[:, :prompt_len],
                           positions, cache)  # prefill: (B, V)
     next_position = positions[:, -1:] + 1  # (B, 1); the last prompt column is real in every row

@@ -13,8 +13,11 @@ GRPOTrainer defaults.
    within-group spread would otherwise be blown up to +-1; scale="batch" and scale="none" as TRL's
    scale_rewards. A group whose rewards are all equal gets exactly 0, a group of one gets 0.
 3. Aggregation: loss_type "grpo" (default here) is DeepSeekMath's 1/G sum_i 1/|o_i| sum_t; TRL defaults to
-   "dapo" (token sum over the global token count). "bnpo", "dr_grpo" and "dapo" are available with TRL's exact
-   normalizers.
+   "dapo" (token sum over the global token count). "bnpo", "dr_grpo" and "dapo" are available, each equal to
+   TRL's on a batch taken whole. With gradient accumulation the trainer weights each micro-batch's loss by its
+   share of the batch's rows (grpo, dr_grpo) or tokens (bnpo), so the micro-batches add up to the whole batch and
+   their number changes memory, not the update. TRL divides by the number of micro-batches instead, which for bnpo
+   is a mean of micro-batch token means that depends on the split (loss.py says more).
 4. KL: the k3 estimator is added to each token's loss before aggregation (DeepSeekMath and TRL), so it is
    weighted by the same normalizer. The trainer's beta defaults to 0.04, DeepSeekMath's value; TRL's default is
    0.0 (no KL, no reference forward). `policy_loss` itself takes beta as a required keyword.
@@ -23,26 +26,42 @@ GRPOTrainer defaults.
    DeepSeekMath's reference is the initial policy, reset to the current one at each iteration of iterative GRPO.
 6. Old policy: with one gradient step per generation (mu = 1) old_logp = logp.detach(), so the ratio is 1 in
    value, nothing is clipped and the gradient is A * grad(logp) (TRL; DeepSeekMath also makes a single update
-   per exploration stage). The loss value is then beta * KL on average, not a training signal to watch.
+   per exploration stage). For loss_type "grpo" the loss value is then beta * KL on average (the advantage term
+   averages to 0 over each group), not a training signal to watch; the token-weighted loss types add a term that
+   weights each advantage by its completion's length.
 7. Clip band: eps_high may exceed eps_low (DAPO's clip-higher); None means symmetric. No dual clip, no cap
    (TRL's delta) and no clamping of the log-ratio before exp (verl clamps to [-20, 20]).
 8. Log-probs are those of softmax(logits / temperature), the sampling temperature, for the policy, old and
-   reference alike (TRL; DeepSeekMath does not say). They are computed a chunk of rows at a time, optionally
-   straight from the final hidden states, so no float32 (B, T, V) tensor exists.
+   reference alike (TRL; DeepSeekMath does not say). They are computed a chunk of rows at a time straight from
+   the final hidden states, with a hand-derived backward, so no float32 (B, T, V) tensor exists
+   (logprobs.token_logprobs_from_hidden; the plain log_softmax is its oracle and logprob_chunk_size=0).
 9. k3 is computed as expm1(d) - d with d = ref_logp - logp: TRL's exp(d) - d - 1 in value (they differ by float
    rounding, about 1e-7 in float32), but never negative.
-10. Sampler: with float32 base weights, completions are sampled from the merged weights W + s * B @ A (no
-   adapter matmuls per token; W is restored bit for bit afterwards), which equal the policy up to float32
-   rounding; old log-probs are then recomputed through the adapters, as TRL does when vLLM holds merged weights.
-   bf16 models sample through the unmerged adapters unless merge_for_generation=True.
+10. Sampler: with float32 base weights, completions are sampled from the merged weights W + s * B @ A
+   (lora.merged: no adapter matmuls per token; W is restored bit for bit afterwards), which equal the policy up
+   to float32 rounding; old log-probs are then recomputed through the adapters, as TRL does when vLLM holds
+   merged weights. bf16 models sample through the unmerged adapters unless merge_for_generation=True.
+
+Modules, in the order GRPOTrainer.train_step calls them:
+    prompt_sampler.py   which items a step draws its prompts from
+    rollout.py          prompts -> RolloutBatch: G sampled, decoded completions per prompt
+    minigrpo.rewards    scoring: every reward function, and their weighted sum
+    advantages.py       group-relative advantages
+    logprobs.py         per-token log-probs: the fused fast path and the plain oracle
+    kl.py, loss.py      the k3 KL estimate; the clipped policy loss and the micro-batch weights
+    microbatch.py       micro-batch slices and statistics, gradient checkpointing
+    metrics.py          the metrics.jsonl and samples.jsonl rows
+and around the step: config.py (GRPOConfig), checkpoint.py (atomic checkpoints, RNG states), resume.py (what a
+resumed run may change), trainer.py (GRPOTrainer: the loop, failures, resuming).
 
 Public API:
-    group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, kl_estimate, policy_loss
+    group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, completion_logprobs,
+    kl_estimate, policy_loss; GRPOConfig, GRPOTrainer, TrainingStopped, RolloutBatch, rollout
 """
 
 from .advantages import group_advantages
 from .kl import kl_estimate
-from .logprobs import token_entropy, token_logprobs, token_logprobs_from_hidden
+from .logprobs import completion_logprobs, token_entropy, token_logprobs, token_logprobs_from_hidden
 from .loss import policy_loss
 
 __all__ = [
@@ -50,13 +69,14 @@ __all__ = [
     "token_logprobs",
     "token_entropy",
     "token_logprobs_from_hidden",
+    "completion_logprobs",
     "kl_estimate",
     "policy_loss",
 ]
 
 # The training loop built on the functions above (config, rollout, trainer, checkpoints).
 from .config import GRPOConfig  # noqa: E402
-from .rollout import RolloutBatch, completion_logprobs, generate_and_score  # noqa: E402
+from .rollout import RolloutBatch, rollout  # noqa: E402
 from .trainer import GRPOTrainer, TrainingStopped  # noqa: E402
 
-__all__ += ["GRPOConfig", "GRPOTrainer", "TrainingStopped", "RolloutBatch", "generate_and_score", "completion_logprobs"]
+__all__ += ["GRPOConfig", "GRPOTrainer", "TrainingStopped", "RolloutBatch", "rollout"]

@@ -13,11 +13,11 @@ over max_steps * num_iterations optimizer updates.
 import dataclasses
 from dataclasses import dataclass, field
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-SCALES = ("group", "batch", "none")
+from .advantages import SCALES
+from .loss import LOSS_TYPES
+
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-PAPER_REWARDS = ("semantic", "correctness", "format", "cot")
 
 
 def _f(default, help, **kw):

@@ -1,4 +1,4 @@
-"""Per-token log-probabilities and entropies of sampled tokens, scored a chunk of rows at a time.
+"""Per-token log-probabilities and entropies of sampled tokens: the plain oracle and the fused fast path.
 
 For position t with logits z_t (V,) and sampled token y_t, at sampling temperature tau:
 
@@ -10,23 +10,55 @@ reference log-probs all describe the distribution the tokens were actually drawn
 
 Why chunks. With V = 128k (Llama 3) or 151k (Qwen3) the float32 log-softmax of a (B, T, V) batch is the largest
 tensor of a GRPO step: 8 completions x 512 tokens x 151k x 4 bytes = 2.5 GB, more than a 0.6B model's weights.
-Only one number per position is needed, so each function here works on `chunk_size` rows (positions) at a time
-and upcasts only that chunk to float32.
+Only one number per position is needed, so the functions here can work on `chunk_size` rows (positions) at a
+time and upcast only that chunk to float32.
 
-  token_logprobs(logits, ...)                starts from logits that already exist (B, T, V).
-  token_logprobs_from_hidden(hidden, W, ...) starts from the final hidden states (B, T, C) and the output
-                                             projection W (V, C): no (B, T, V) tensor ever exists.
+  token_logprobs(logits, ...)                from logits that already exist (B, T, V), in chunks, each under
+  token_entropy(logits, ...)                 torch.utils.checkpoint when grad is needed.
+  token_logprobs_from_hidden(hidden, W, ...) the fast path, from the final hidden states (B, T, C) and the
+                                             output projection W (V, C): no (B, T, V) tensor ever exists, and
+                                             the backward is derived by hand (_FusedLogprobs below).
+  completion_logprobs(model, ...)            what the trainer calls: the model's hidden states over prompt +
+                                             completion, then the fast path, or the plain one (chunk_size=0).
 
-When gradients are needed each chunk runs under torch.utils.checkpoint: the forward keeps only the chunk's
-inputs (views of hidden / logits, and W, which exist anyway) and its (rows,) outputs; backward recomputes one
-chunk's logits at a time. The price is one extra projection matmul per chunk in backward.
-
-The plain path, F.log_softmax(logits / tau, -1).gather(-1, y), is the oracle these are tested against.
+The plain path, F.log_softmax(logits / tau, -1).gather(-1, y) over full logits (_plain_logprobs), is the oracle
+the others are tested against.
 """
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from ..generation.prompts import position_ids
+from ..lora import effective_weight
+
+CHUNK_ELEMENTS = 2**24  # logits per chunk when completion_logprobs sizes chunks itself: 64 MiB in float32
+
+
+def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *, temperature=1.0,
+                        chunk_size=None, with_entropy=False):
+    """log pi(y_t | x, y_<t) and entropy for every completion position, (B, N) float32 each (entropy None if not
+    asked).
+
+    The model reads prompt + completion (positions from generation.prompts.position_ids, as when sampling); the
+    hidden state at position Tp - 1 + t (after the final norm) predicts completion token t, so only the N
+    positions from Tp - 1 on are projected onto the vocabulary, by `token_logprobs_from_hidden` with the weight
+    lm_head applies (LoRA included when the head is wrapped), chunk_size rows at a time. None sizes the chunks
+    by the vocabulary, CHUNK_ELEMENTS // V rows, because every temporary of a chunk is (rows, V): 1024 rows of a
+    151,936-token vocabulary would be 0.6 GB each. chunk_size = 0 takes the plain path instead: full (B, N, V)
+    logits and one float32 log_softmax (the oracle; memory-hungry).
+    """
+    Tp, N = prompt_ids.shape[1], completion_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)[:, :-1]  # (B, Tp+N-1): the last token predicts nothing
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)[:, :-1]
+    hidden = model.hidden_states(ids, attention_mask=mask, position_ids=position_ids(mask))[:, Tp - 1:]  # (B, N, C)
+    weight = effective_weight(model.lm_head)  # (V, C)
+    if chunk_size == 0:
+        return _plain_logprobs(hidden, weight, completion_ids, temperature, with_entropy)
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    return token_logprobs_from_hidden(hidden.to(weight.dtype), weight, completion_ids, temperature, chunk_size,
+                                      with_entropy)
 
 
 def token_logprobs(logits, targets, temperature=1.0, chunk_size=256):
@@ -70,10 +102,9 @@ def token_logprobs_from_hidden(hidden, weight, targets, temperature=1.0, chunk_s
     entropy (if asked) H = -sum_v p_v log p_v, p = softmax(z / tau).
     The projection is F.linear in the weights' dtype, exactly the model's lm_head; the softmax is in float32.
 
-    Memory: only one chunk's logits exist at a time. The peak is a few (chunk_size, V) float32 buffers, about
-    five during a chunk's backward (logits, log-softmax, softmax, their gradients): for 256 rows and
-    V = 151,936 one buffer is 156 MB, against 2.5 GB for the whole (8 x 512, V) batch. Kept from forward to
-    backward: only the inputs (hidden, weight, targets, which exist anyway) and the (B, T) outputs. Backward also
+    Memory: only one chunk's logits exist at a time, one (chunk_size, V) float32 buffer or two: for 256 rows
+    and V = 151,936 one buffer is 156 MB, against 2.5 GB for the whole (8 x 512, V) batch. Kept from forward to
+    backward: the inputs (hidden, weight, targets, which exist anyway) and three floats per row. Backward also
     holds the gradients of hidden (B, T, C) and of weight (V, C) when they require grad.
 
     Args:
@@ -85,8 +116,8 @@ def token_logprobs_from_hidden(hidden, weight, targets, temperature=1.0, chunk_s
         with_entropy: also return the per-token entropy.
 
     Returns:
-        (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs). Differentiable w.r.t.
-        hidden and weight.
+        (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs). Both differentiable
+        w.r.t. hidden and weight.
     """
     if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
         raise ValueError(f"token_logprobs_from_hidden: hidden must be (B, T, C), found {_shape(hidden)}")
@@ -97,23 +128,95 @@ def token_logprobs_from_hidden(hidden, weight, targets, temperature=1.0, chunk_s
         )
     if weight.dtype != hidden.dtype:
         raise ValueError(f"token_logprobs_from_hidden: hidden is {hidden.dtype} but weight is {weight.dtype}")
-    V = weight.shape[0]
-    _check_common(hidden, targets, temperature, chunk_size, "token_logprobs_from_hidden", "hidden", vocab=V)
+    _check_common(hidden, targets, temperature, chunk_size, "token_logprobs_from_hidden", "hidden",
+                  vocab=weight.shape[0])
     B, T, C = hidden.shape
-    rows_h = hidden.reshape(B * T, C)  # (B*T, C)
-    rows_y = targets.reshape(B * T)  # (B*T,)
-    outs = [
-        _maybe_checkpoint(_score_rows, h, weight, y, temperature, with_entropy)  # (c,) or ((c,), (c,))
-        for h, y in zip(rows_h.split(chunk_size), rows_y.split(chunk_size))
-    ]
-    if not with_entropy:
-        return torch.cat(outs).view(B, T), None
-    logp = torch.cat([o[0] for o in outs]).view(B, T)
-    entropy = torch.cat([o[1] for o in outs]).view(B, T)
+    logp, entropy = _FusedLogprobs.apply(hidden.reshape(B * T, C), weight, targets.reshape(B * T),
+                                         float(temperature), chunk_size)  # (B*T,) each
+    return logp.view(B, T), (entropy.view(B, T) if with_entropy else None)
+
+
+class _FusedLogprobs(torch.autograd.Function):
+    """Log-probs and entropies of sampled tokens straight from hidden states, in row chunks, backward by hand.
+
+    Per row h (C,) with sampled token y, z = W h / tau (V,), computed in float32 from the weights' dtype:
+        lse  = m + log sum_v exp(z_v - m),  m = max_v z_v
+        logp = z_y - lse
+        H    = lse - sum_v p_v z_v,         p = softmax(z) = exp(z - lse)
+    Backward, with g = d loss / d logp and k = d loss / d H per row:
+        d logp / d z = onehot(y) - p,   d H / d z = -p (log p + H),   d z / d h = W / tau
+        => dz = g (onehot(y) - p) - k p (log p + H);  grad_h = (dz / tau) W,  grad_W = (dz / tau)^T h
+        (grad_W when W requires grad, e.g. a LoRA-wrapped lm_head).
+
+    Autograd through a checkpointed log_softmax would store nothing either, but would redo the logsumexp in
+    backward and then differentiate it through (rows, V) temporaries. Here the forward exponentiates each
+    chunk's logits once for both lse and H and keeps only lse and H per row; the backward recomputes one chunk's
+    z, reuses lse, and, when the entropy is not trained (k = 0, the GRPO case), forms no (rows, V) tensor besides
+    z itself. The plain log_softmax is the oracle this is tested against.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, temperature, chunk_size):
+        ctx.set_materialize_grads(False)  # a gradient that is None (entropy not trained) skips its term
+        R = h.shape[0]
+        logp = torch.empty(R, dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)  # (R,)
+        entropy, lse_all = torch.empty_like(logp), torch.empty_like(logp)
+        for i in range(0, R, chunk_size):
+            rows = slice(i, i + chunk_size)
+            z = _chunk_logits(h[rows], weight, temperature)  # (c, V)
+            m = z.amax(dim=-1, keepdim=True)  # (c, 1)
+            e = torch.exp(z - m)
+            s = e.sum(dim=-1, keepdim=True)
+            lse = (m + s.log()).squeeze(-1)  # (c,)
+            logp[rows] = z.gather(1, targets[rows, None]).squeeze(1) - lse
+            entropy[rows] = lse - (e * z).sum(dim=-1) / s.squeeze(-1)
+            lse_all[rows] = lse
+        ctx.save_for_backward(h, weight, targets, lse_all, entropy)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        h, weight, targets, lse, entropy = ctx.saved_tensors
+        tau, c = ctx.temperature, ctx.chunk_size
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for i in range(0, h.shape[0], c):
+            rows = slice(i, i + c)
+            g = torch.zeros_like(lse[rows, None]) if grad_logp is None else grad_logp[rows, None] / tau  # (c, 1)
+            log_p = _chunk_logits(h[rows], weight, tau).sub_(lse[rows, None])  # (c, V): log p, in place of z
+            if grad_entropy is None:
+                dz = log_p.exp_().mul_(-g)  # -g p, in place: the only (c, V) buffer
+            else:
+                k = grad_entropy[rows, None] / tau  # (c, 1)
+                dz = log_p.exp() * (-g - k * (log_p + entropy[rows, None]))
+            dz.scatter_add_(1, targets[rows, None], g)  # + g onehot(y)
+            dz = dz.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[rows] = dz @ weight  # (c, C)
+            if grad_w is not None:
+                grad_w += dz.T @ h[rows]  # (V, C)
+        return grad_h, grad_w, None, None, None
+
+
+def _plain_logprobs(hidden, weight, targets, temperature, with_entropy):
+    """The oracle: full (B, N, V) logits and one float32 log_softmax, every (B, N, V) tensor at once."""
+    logps = F.log_softmax(F.linear(hidden, weight).float() / temperature, dim=-1)  # (B, N, V)
+    logp = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, N)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(logps.exp() * logps).sum(dim=-1)  # (B, N)
     return logp, entropy
 
 
 # ---- one chunk: these functions see (rows or B, c, V) at most ----
+
+def _chunk_logits(h, weight, temperature):
+    z = F.linear(h, weight)  # (c, V): the projection in the weights' dtype, as lm_head computes it
+    z = z.to(torch.promote_types(z.dtype, torch.float32))  # float32 (float64 stays float64)
+    return z / temperature if temperature != 1.0 else z
+
 
 def _logprobs_from_logits(z, y, temperature):
     z = _widen(z, temperature)  # (..., V) float32 (float64 stays float64)
@@ -129,14 +232,6 @@ def _entropy_from_logits(z, temperature):
 def _widen(z, temperature):
     z = z.to(torch.promote_types(z.dtype, torch.float32))  # a no-op for float32 logits
     return z if temperature == 1.0 else z / temperature
-
-
-def _score_rows(h, weight, y, temperature, with_entropy):
-    z = F.linear(h, weight)  # (c, V) in the weights' dtype, as lm_head computes it
-    logp = _logprobs_from_logits(z, y, temperature)
-    if not with_entropy:
-        return logp
-    return logp, _entropy_from_logits(z, temperature)
 
 
 def _maybe_checkpoint(fn, *args):

@@ -10,8 +10,11 @@ Outside that case the min picks the unclipped term and the gradient is -A * w * 
 eps_high > eps_low is DAPO's "clip-higher", which leaves room for unlikely tokens to become likely.
 
 With one gradient step per generation (mu = 1) the old policy is the current one: old_logp = logp.detach(), so
-w = 1 in value (the loss is then 0 + beta * KL on average, and nothing is clipped) while its gradient is
-A * grad(logp), the policy gradient.
+w = 1 in value and nothing is clipped, while the gradient is A * grad(logp), the policy gradient. The loss value
+is then -(aggregate of A) + beta * (aggregate of k3). For loss_type "grpo" with per-group advantages the first
+term is 0 up to rounding (each sequence carries its own A as its token mean, and A sums to 0 over a group), so the
+value is beta * KL on average; the token-weighted aggregations (bnpo, dr_grpo, dapo) weight each A by its
+sequence's length, so a group whose long completions have negative advantages gives a positive value with beta = 0.
 
 Aggregation over the masked tokens m_it (loss_type), for a micro-batch of B rows:
 
@@ -21,10 +24,21 @@ Aggregation over the masked tokens m_it (loss_type), for a micro-batch of B rows
     dr_grpo  sum_it m L / (B * max_completion_length)         constant normalizer (Dr. GRPO)
     dapo     sum_it m L / max(1, num_items_in_batch)          token sum over the global token count (DAPO)
 
-These are TRL GRPOTrainer's for one process without gradient accumulation. When a generation batch is split
-into micro-batches whose gradients are accumulated, a trainer divides grpo / bnpo / dr_grpo by the number of
-micro-batches, and passes num_items_in_batch = the masked tokens of the whole accumulation window to dapo (whose
-micro-batch losses then already sum to the window's token mean).
+These are TRL GRPOTrainer's for one process without gradient accumulation.
+
+Gradient accumulation (`micro_batch_weight`). When a generation batch of R rows and K masked tokens is split into
+micro-batches whose gradients are added, GRPOTrainer scales micro-batch j (R_j rows, K_j tokens) so that the sum
+is exactly the loss, and gradient, of the whole batch in one piece:
+
+    grpo, dr_grpo   x R_j / R      each is a mean over its rows
+    bnpo            x K_j / K      each is a mean over its tokens
+    dapo            x 1            with num_items_in_batch = K, each is already a share of the batch's token mean
+
+so the number of micro-batches changes the memory a step needs, not what it computes. TRL treats dapo the same
+way but divides the grpo, bnpo and dr_grpo micro-batch losses by the number of micro-batches. For grpo and dr_grpo
+with equal micro-batches that is the same thing; for bnpo it is a mean of micro-batch token means, which weights
+the tokens of short micro-batches more, so its loss and gradient depend on how the batch was split, the more so
+the more completion lengths vary. Without accumulation the two agree, which is what the TRL parity test checks.
 """
 
 import torch
@@ -32,6 +46,18 @@ import torch
 from .kl import kl_estimate
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def micro_batch_weight(loss_type, rows, total_rows, tokens, total_tokens):
+    """The factor a micro-batch's loss is multiplied by so that micro-batches add up to the full batch (see the
+    module docstring): rows / total_rows for grpo and dr_grpo, tokens / total_tokens for bnpo, 1 for dapo."""
+    if loss_type in ("grpo", "dr_grpo"):
+        return rows / total_rows
+    if loss_type == "bnpo":
+        return tokens / max(total_tokens, 1)
+    if loss_type == "dapo":
+        return 1.0
+    raise ValueError(f"micro_batch_weight: loss_type must be one of {LOSS_TYPES}, found {loss_type!r}")
 
 
 def policy_loss(logp, old_logp, ref_logp, advantages, mask, *, beta, eps_low=0.2, eps_high=None,

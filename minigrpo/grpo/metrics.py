@@ -56,9 +56,10 @@ class JsonlLog:
         tmp.replace(self.path)
 
 
-def step_metrics(step, batch, update_stats, config, *, step_time, gen_time, lr):
-    """One metrics.jsonl row (keys in the module docstring) from a scored batch and its updates' statistics.
+def step_metrics(step, batch, scores, adv_stats, update_stats, config, *, step_time, gen_time, lr):
+    """One metrics.jsonl row (keys in the module docstring) from a step's records.
 
+    batch: the RolloutBatch; scores: its RewardBreakdown; adv_stats: group_advantages' statistics.
     update_stats: one dict per policy update of the step (mu of them); losses, ratios, clip fractions and grad
     norms are averaged over them, KL and entropy come from the first (the one on the freshly sampled batch).
     """
@@ -66,13 +67,13 @@ def step_metrics(step, batch, update_stats, config, *, step_time, gen_time, lr):
     mean_over_updates = lambda k: sum(u[k] for u in us) / n_upd  # noqa: E731
     lengths = batch.completion_mask.sum(dim=1).float()
     row = {"step": step, "loss": mean_over_updates("loss"),
-           "reward": batch.total.mean().item(), "reward_std": _std(batch.total)}
-    for name, r in batch.rewards.items():
+           "reward": scores.total.mean().item(), "reward_std": _std(scores.total)}
+    for name, r in scores.components.items():
         row[f"rewards/{name}/mean"], row[f"rewards/{name}/std"] = r.mean().item(), _std(r)
     row.update({
-        "frac_reward_zero_std": batch.adv_stats["frac_zero_std"],
-        "adv/group_std_mean": batch.adv_stats["group_std_mean"],
-        "adv/frac_std_floored": batch.adv_stats["frac_std_floored"],
+        "frac_reward_zero_std": adv_stats["frac_zero_std"],
+        "adv/group_std_mean": adv_stats["group_std_mean"],
+        "adv/frac_std_floored": adv_stats["frac_std_floored"],
         "kl": us[0]["kl"] if config.beta != 0 else None, "entropy": us[0]["entropy"],
         "ratio_mean": mean_over_updates("ratio_mean"),
         **{k: mean_over_updates(k) for k in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")},

@@ -1,36 +1,24 @@
 """Training-side helpers of the GRPO update, kept out of the loop so it reads like the algorithm.
 
+- `micro_batches`: the row slices of the gradient_accumulation_steps equal micro-batches of a batch.
+- `trim_padding`: drops the columns that are padding in every row of a micro-batch before its forward.
 - `Accumulator`: adds micro-batch statistics into full-batch ones (token-weighted means, the summed scaled loss),
   so a step logs the same numbers however many micro-batches it was split into.
-- `trim_padding`: drops the columns that are padding in every row of a micro-batch before its forward.
 - `enable_gradient_checkpointing`: recompute each decoder block in backward instead of storing its activations.
 """
 
-import torch
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+def micro_batches(n_rows, gradient_accumulation_steps):
+    """Row slices of gradient_accumulation_steps equal micro-batches of n_rows rows (GRPOConfig checks they divide)."""
+    rows = n_rows // gradient_accumulation_steps
+    return [slice(i, i + rows) for i in range(0, n_rows, rows)]
 
 
-def enable_gradient_checkpointing(model):
-    """Recompute each decoder block in backward (see the module docstring); idempotent.
-
-    The hand-written Transformer has a `gradient_checkpointing` flag (checkpointing in train mode only); for any
-    other model each block of model.model.layers gets its forward wrapped while grad is enabled.
-    """
-    body = getattr(model, "model", None)
-    if hasattr(body, "gradient_checkpointing"):
-        body.gradient_checkpointing = True
-        return
-    for block in body.layers:
-        if getattr(block, "_checkpointed", False):
-            continue
-        inner = block.forward
-
-        def forward(*args, _inner=inner, **kwargs):
-            if torch.is_grad_enabled() and kwargs.get("kv_cache") is None:
-                return activation_checkpoint(_inner, *args, use_reentrant=False, **kwargs)
-            return _inner(*args, **kwargs)
-
-        block.forward, block._checkpointed = forward, True
+def trim_padding(p_ids, p_mask, c_ids, c_mask):
+    """Drop columns that are padding in every row of a micro-batch: leading prompt pads, trailing completion pads."""
+    first = int(p_mask.any(dim=0).nonzero()[0])
+    width = max(int(c_mask.sum(dim=1).max()), 1)
+    return p_ids[:, first:], p_mask[:, first:], c_ids[:, :width], c_mask[:, :width]
 
 
 class Accumulator:
@@ -54,8 +42,14 @@ class Accumulator:
         return out
 
 
-def trim_padding(p_ids, p_mask, c_ids, c_mask, adv):
-    """Drop columns that are padding in every row of a micro-batch: leading prompt pads, trailing completion pads."""
-    first = int(p_mask.any(dim=0).nonzero()[0])
-    width = max(int(c_mask.sum(dim=1).max()), 1)
-    return p_ids[:, first:], p_mask[:, first:], c_ids[:, :width], c_mask[:, :width], adv
+def enable_gradient_checkpointing(model):
+    """Recompute each decoder block in backward (checkpointing in train mode only); idempotent.
+
+    Switches on the hand-written Transformer's own `gradient_checkpointing` flag (model.model); any other model
+    is an error, since the trainer trains only minigrpo's CausalLM.
+    """
+    body = getattr(model, "model", None)
+    if not hasattr(body, "gradient_checkpointing"):
+        raise TypeError(f"enable_gradient_checkpointing: expected a minigrpo CausalLM, whose body (model.model) has "
+                        f"a gradient_checkpointing flag; found {type(model).__name__}")
+    body.gradient_checkpointing = True

@@ -1,4 +1,4 @@
-"""LoRA adapters: the LoRALinear wrapper, injection / disabling / merging, and PEFT-format save and load."""
+"""LoRA adapters: the LoRALinear wrapper, injection / disabling, merging, and PEFT-format save and load."""
 
 from minigrpo.lora.inject import (
     LoRAConfig,
@@ -14,6 +14,7 @@ from minigrpo.lora.inject import (
     unmerge_lora,
 )
 from minigrpo.lora.layer import LoRALinear, lora_scaling
+from minigrpo.lora.merge import effective_weight, merge_and_unload, merged
 from minigrpo.lora.peft_format import load_adapter, read_adapter_config, save_adapter
 
 __all__ = [
@@ -21,13 +22,16 @@ __all__ = [
     "LoRALinear",
     "LoRASummary",
     "disable_adapters",
+    "effective_weight",
     "inject_lora",
     "load_adapter",
     "lora_layers",
     "lora_parameters",
     "lora_scaling",
     "lora_state_dict",
+    "merge_and_unload",
     "merge_lora",
+    "merged",
     "read_adapter_config",
     "remove_lora",
     "save_adapter",

@@ -10,7 +10,8 @@ disable_adapters is a context manager: inside it the same network computes the b
 raises on a merged model rather than unmerging, because an unmerged bf16 weight is not the original weight bit for
 bit and the GRPO reference must be the base model exactly).
 
-merge_lora / unmerge_lora are explicit and idempotent; train() and eval() never merge.
+merge_lora / unmerge_lora are explicit and idempotent; train() and eval() never merge. merge.py builds the
+bit-exact temporary merge and merge_and_unload on them.
 """
 
 from collections.abc import Iterator

@@ -7,8 +7,6 @@ from .encoder import Encoder
 from .gguf_convert import convert_gguf
 from .kv_cache import KVCache
 from .loading import load_bert, load_body, load_causal_lm, load_encoder
-from .tiny import make_tiny_checkpoint
-from .bpe import train_bpe_tokenizer, write_tiny_tokenizer
 from .saving import save_model
 from .sentence_folder import extract_model_zip
 from .tokenizer import Tokenizer, load_tokenizer
@@ -16,5 +14,4 @@ from .transformer import CausalLM, Transformer
 
 __all__ = ["BertConfig", "BertModel", "extract_model_zip", "load_bert",
            "CausalLM", "Encoder", "KVCache", "ModelConfig", "Transformer", "load_body", "load_causal_lm",
-           "load_encoder", "load_tokenizer", "make_tiny_checkpoint", "read_tensor_infos", "save_model", "Tokenizer",
-           "train_bpe_tokenizer", "write_tiny_tokenizer", "convert_gguf"]
+           "load_encoder", "load_tokenizer", "read_tensor_infos", "save_model", "Tokenizer", "convert_gguf"]

@@ -24,6 +24,8 @@ import torch
 
 from .checkpoint import load_tensors, read_tensor_infos, resolve_dtype
 from .config import ModelConfig
+from .encoder import Encoder
+from .tokenizer import load_tokenizer
 from .transformer import CausalLM, Transformer
 
 PREFIX = "model."
@@ -106,9 +108,7 @@ def load_encoder(path, pooling=None, dtype=None, device="cpu"):
     and "mean" for BERT (what sentence-transformers builds for a plain BERT folder). A string overrides both.
     Inputs are truncated to the smallest of config.json's max_position_embeddings and the folder's max_seq_length.
     """
-    from .encoder import Encoder  # encoder.py imports the tokenizer; keep plain LM loading free of it
     from .sentence_folder import lowercase_inputs, read_sentence_folder
-    from .tokenizer import load_tokenizer
 
     path = Path(path)
     if path.suffix == ".zip":

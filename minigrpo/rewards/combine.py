@@ -2,12 +2,15 @@
 
     total_i = sum_k w_k * r_{k,i}        w_k = 1 for every k unless given (the paper's unweighted sum)
 
-Every component must return N finite values for N completions. A reward that returns NaN, inf or the wrong
-number of values raises `RewardError` naming it: a silent NaN would turn into NaN advantages and a NaN loss
-several steps later, far from its cause.
+Every component must return N finite values for N completions, and so must the weighted total. This is the one
+place rewards are checked: a reward that raises, returns NaN, inf or the wrong number of values raises
+`RewardError`, whose `.component` names it ("total" for the sum), so the trainer can stop and say which. A silent
+NaN would turn into NaN advantages and a NaN loss several steps later, far from its cause.
 """
 
+import copy
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +24,11 @@ VARIANTS = ("semantic", "rouge", "semantic+rouge")
 
 
 class RewardError(ValueError):
-    """A reward function returned something the trainer cannot use; the message names the function."""
+    """A reward function failed or returned something GRPO cannot use. `.component` is its name."""
+
+    def __init__(self, component, message):
+        super().__init__(message)
+        self.component = component
 
 
 @dataclass
@@ -71,20 +78,56 @@ def combine_rewards(reward_fns, weights, completions, items):
     for name, fn in reward_fns.items():
         try:
             values = torch.as_tensor(fn(completions, items), dtype=torch.float32).detach().cpu()
-        except RewardError:
-            raise
         except Exception as err:
-            raise RewardError(f"reward {name!r} raised {type(err).__name__}: {err}") from err
+            raise RewardError(name, f"reward {name!r} raised {type(err).__name__}: {err}") from err
         if values.shape != (n,):
-            raise RewardError(f"reward {name!r} returned shape {tuple(values.shape)} for {n} completions; "
-                              f"expected ({n},)")
-        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
-        if bad:
-            raise RewardError(f"reward {name!r} returned non-finite values at rows {bad[:10]} "
-                              f"(e.g. {values[bad[0]].item()} for completion {bad[0]}: {completions[bad[0]][:80]!r})")
+            raise RewardError(name, f"reward {name!r} returned shape {tuple(values.shape)} for {n} completions; "
+                                    f"expected ({n},)")
+        _check_finite(name, values, completions)
         components[name] = values
         total = total + float(weights.get(name, 1.0)) * values
+    _check_finite("total", total, completions)  # finite components with large weights can still overflow
     return RewardBreakdown(components=components, total=total)
+
+
+def _check_finite(name, values, completions):
+    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+    if bad:
+        what = "the weighted sum of the rewards is non-finite" if name == "total" else \
+            f"reward {name!r} returned non-finite values"
+        raise RewardError(name, f"{what} at rows {bad[:10]} (e.g. {values[bad[0]].item()} for "
+                                f"completion {bad[0]}: {completions[bad[0]][:80]!r})")
+
+
+# ---- reward functions with running state: the protocol SemanticReward follows ----
+
+@contextmanager
+def eval_mode(reward_fns):
+    """Inside the block, reward functions that keep running state (those with train() / eval(), such as
+    SemanticReward) only read it: scoring held-out items must not change how training is rewarded. Each one's
+    previous mode is restored on exit."""
+    stateful = [fn for fn in reward_fns.values() if callable(getattr(fn, "eval", None)) and hasattr(fn, "training")]
+    previous = [fn.training for fn in stateful]
+    for fn in stateful:
+        fn.eval()
+    try:
+        yield reward_fns
+    finally:
+        for fn, mode in zip(stateful, previous):
+            fn.train(mode)
+
+
+def reward_state(reward_fns):
+    """{name: state} of the reward functions that keep running state (those with state_dict(), such as
+    SemanticReward's off-target mean), copied, for a checkpoint."""
+    return {name: copy.deepcopy(fn.state_dict()) for name, fn in reward_fns.items()
+            if callable(getattr(fn, "state_dict", None))}
+
+
+def load_reward_state(reward_fns, states):
+    """Put back what reward_state returned (on resume, or when a failed step is rolled back)."""
+    for name, state in states.items():
+        reward_fns[name].load_state_dict(state)
 
 
 def paper_rewards(encoder=None, fmt=CompletionFormat(), *, variant="semantic", min_cot_words=5,

@@ -56,6 +56,10 @@ class SemanticReward:
         fmt: the completion format whose explanation section is scored.
         instruction: passed to encoder.embed(..., instruction=) for explanations and references; None to omit.
         name: key of this reward in logs and in the reward breakdown.
+
+    Running state: the off-target running mean (see _baseline) is updated only in training mode (`training`,
+    switched by train() / eval() as on an nn.Module), so evaluating a policy never changes how training is
+    rewarded; state_dict() / load_state_dict() let a trainer checkpoint it, so a resumed run continues from it.
     """
 
     def __init__(self, encoder, baseline="off_target", constant=0.0, rescale=False, reduce="max",
@@ -76,6 +80,22 @@ class SemanticReward:
         self._off_target_sum = 0.0  # running mean of batch-mean off-target baselines, for single-question batches
         self._off_target_calls = 0
         self.last_stats = {}        # python floats from the last call, for logging
+        self.training = True        # False: read the running state, never update it (evaluation)
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self):
+        """The running state that changes the reward of later calls (plain Python numbers)."""
+        return {"off_target_sum": self._off_target_sum, "off_target_calls": self._off_target_calls}
+
+    def load_state_dict(self, state):
+        self._off_target_sum = float(state["off_target_sum"])
+        self._off_target_calls = int(state["off_target_calls"])
 
     @property
     def cache_size(self):
@@ -163,6 +183,7 @@ class SemanticReward:
         others = torch.ones_like(sim, dtype=torch.bool)
         others[torch.arange(n, device=sim.device), own] = False
         base = (sim * others).sum(dim=1) / (q - 1)  # (n,) mean over the Q - 1 other questions
-        self._off_target_sum += base.mean().item()
-        self._off_target_calls += 1
+        if self.training:
+            self._off_target_sum += base.mean().item()
+            self._off_target_calls += 1
         return base

@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .mcq import LETTERS, MCQItem, save_mcq_jsonl
+from ..data.mcq import LETTERS, MCQItem, save_mcq_jsonl
 from .synthetic_facts import arithmetic_facts, knowledge_facts, logic_facts, logic_rules
 
 

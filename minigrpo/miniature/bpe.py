@@ -27,8 +27,8 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from .chat_template import DEEPSEEK_R1_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE
-from .tokenizer import Tokenizer, load_tokenizer
+from ..models.tokenizer import Tokenizer, load_tokenizer
+from .chat_templates import DEEPSEEK_R1_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE
 
 STYLES = ("llama", "qwen3", "qwen3-embedding")
 

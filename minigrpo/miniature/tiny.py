@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import save_file
 
 from .bpe import write_tiny_tokenizer
-from .checkpoint import INDEX_FILE, SINGLE_FILE, resolve_dtype
-from .config import ModelConfig
-from .transformer import CausalLM, Transformer
+from ..models.checkpoint import INDEX_FILE, SINGLE_FILE, resolve_dtype
+from ..models.config import ModelConfig
+from ..models.transformer import CausalLM, Transformer
 
 ARCHS = ("llama", "qwen3", "qwen3-embedding")
 INIT_STD = 0.02

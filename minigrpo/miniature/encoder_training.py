@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models.encoder import pool
-from .optim import warmup_cosine
+from ..train.optim import warmup_cosine
 
 
 def embed_with_grad(body, tokenizer, texts, pooling="last"):
