@@ -241,7 +241,8 @@ def _flip_a_byte(path, offset=-20):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
-@pytest.mark.parametrize("file", ["trainer_state.pt", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"])
+@pytest.mark.parametrize("file", ["trainer_state.pt", "adapter/adapter_model.safetensors",
+                                  "adapter/adapter_config.json"])
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path, file, damage):
     model, params, opt, sched = make_state()
     ckpt.save_checkpoint(tmp_path, 1, model, opt, sched, ckpt.capture_rng())

@@ -39,8 +39,8 @@ _NUM = r"(?<![\w.,])(\d+(?:[.,]\d+)?)(?![\w]|[.,]\d)"
 # "7/10", "7 out of 10", "7 over 10": a grade with its denominator.
 _FRACTION = re.compile(_NUM + r"\s*(?:/|\bout\s+of\b|\bover\b)\s*" + _NUM)
 # "1 to 10", "1-10", "1 – 10", "between 1 and 10": the scale, never the grade.
-_RANGE = re.compile(_NUM + r"\s*(?:-|\u2013|\u2014|\bto\b)\s*" + _NUM + "|" + r"\bbetween\s+" + _NUM + r"\s+and\s+" + _NUM,
-                    re.IGNORECASE)
+_RANGE = re.compile(_NUM + r"\s*(?:-|\u2013|\u2014|\bto\b)\s*" + _NUM
+                    + r"|\bbetween\s+" + _NUM + r"\s+and\s+" + _NUM, re.IGNORECASE)
 # "grade: 7", "score of 8", "I give it an 8", "I'd rate it 6", "voto 7": a number the reply names as the grade.
 _MARKED = re.compile(r"\b(?:grade[ds]?|scores?|scored|rating|rated?|marks?|give|gave|assign(?:ed)?|award(?:ed)?|"
                      r"voto|punteggio|valutazione)\b(?:\W+(?:it|this|the|an?|of|as|is|be|would|explanation|answer|"
