@@ -291,3 +291,30 @@ def test_non_finite_adapter_is_refused_naming_the_tensor(tmp_path, bad):
         ckpt.save_checkpoint(tmp_path, 2, model, opt, sched, ckpt.capture_rng())
     assert ckpt.latest_checkpoint(tmp_path).name == "step-000001"  # nothing written, the last good state stands
     assert not any(p.name.endswith("step-000002") for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_trainer_resume_falls_back_to_the_newest_intact_checkpoint_with_a_warning(tmp_path):
+    from minigrpo.grpo.config import GRPOConfig
+    from minigrpo.grpo.metrics import read_metrics
+    from minigrpo.grpo.trainer import GRPOTrainer
+    from minigrpo.models import load_causal_lm, load_tokenizer, make_tiny_checkpoint
+
+    make_tiny_checkpoint(tmp_path / "tiny", arch="llama", seed=0)
+
+    def trainer(**kw):
+        config = GRPOConfig(prompts_per_step=2, num_generations=2, max_prompt_length=16, max_completion_length=4,
+                            learning_rate=1e-2, warmup_steps=0, lr_schedule="constant", lora_r=2, lora_alpha=4.0,
+                            device="cpu", run_dir=str(tmp_path / "run"), progress=False, save_interval=1,
+                            sample_interval=0, **kw)
+        reward = {"length": lambda completions, items: torch.tensor([len(c) / 10 for c in completions])}
+        return GRPOTrainer(load_causal_lm(tmp_path / "tiny"), load_tokenizer(tmp_path / "tiny"), reward,
+                           ["a b", "c", "d e f"], lambda p: p, config)
+
+    trainer(max_steps=2).train()
+    _flip_a_byte(tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.pt")
+    resumed = trainer(max_steps=3, resume=True)
+    with pytest.warns(UserWarning, match=r"skipped step-000002 \(.*trainer_state\.pt does not match its SHA-256"):
+        resumed.train()
+    assert resumed.step == 3
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]  # step 2 was run again from step 1
+    assert ckpt.latest_checkpoint(tmp_path / "run").name == "step-000003"
