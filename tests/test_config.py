@@ -141,5 +141,7 @@ def test_non_utf8_config_json_names_file_and_line(tmp_path):
     text = json.dumps(LLAMA31, indent=1).replace('"llama"', '"llama", "_name_or_path": "caf\\u00e9"')
     (tmp_path / "config.json").write_bytes(text.encode("utf-8").replace(b"caf\\u00e9", b"caf\xe9"))  # Latin-1
     line = text[:text.index("caf")].count("\n") + 1
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}:{line}: expected UTF-8 text, found byte 0xe9")):
+    assert line > 1
+    message = f"{tmp_path / 'config.json'}:{line}: expected UTF-8 text, found byte 0xe9"
+    with pytest.raises(ValueError, match=re.escape(message)):
         ModelConfig.from_pretrained(tmp_path)
