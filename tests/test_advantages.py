@@ -132,3 +132,28 @@ def test_matches_trl_inline_advantages():
 def test_bad_inputs_are_clear_errors(rewards, group_size, kwargs, message):
     with pytest.raises(ValueError, match=message):
         group_advantages(rewards, group_size, **kwargs)
+
+
+def test_frac_std_floored_under_batch_scale_tests_the_batch_std_not_the_group_stds():
+    # Two tight groups far apart: std_g = 0.01 / sqrt(2) ~ 0.0071 < floor 0.05 in both groups, but the batch std
+    # of [0, 0.01, 1, 1.01] is sqrt(((0.505)^2 + (0.495)^2) * 2 / 3) ~ 0.5774 > 0.05: no division used the floor.
+    rewards = torch.tensor([0.0, 0.01, 1.0, 1.01], dtype=torch.float64)
+    A, stats = group_advantages(rewards, 2, scale="batch", std_floor=0.05)
+    std_b = math.sqrt((0.505 ** 2 + 0.495 ** 2) * 2 / 3)
+    a = 0.005 / (std_b + EPS)
+    torch.testing.assert_close(A, torch.tensor([-a, a, -a, a], dtype=torch.float64), rtol=0, atol=1e-12)
+    assert stats["frac_std_floored"] == 0.0
+    # Groups [0, 1] twice: std_g = 1 / sqrt(2) ~ 0.707 > floor 0.6, batch std = sqrt(1/3) ~ 0.577 < 0.6: every
+    # group is divided by the floor.
+    A, stats = group_advantages(torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64), 2, scale="batch",
+                                std_floor=0.6)
+    a = 0.5 / (0.6 + EPS)
+    torch.testing.assert_close(A, torch.tensor([-a, a, -a, a], dtype=torch.float64), rtol=0, atol=1e-12)
+    assert stats["frac_std_floored"] == 1.0
+
+
+def test_frac_std_floored_is_zero_when_nothing_is_divided():
+    _, stats = group_advantages(torch.tensor([0.80, 0.81, 0.5, 1.0]), 2, scale="none", std_floor=0.05)
+    assert stats["frac_std_floored"] == 0.0
+    _, stats = group_advantages(torch.tensor([0.80, 0.81, 0.5, 1.0]), 2, scale="group", std_floor=0.0)
+    assert stats["frac_std_floored"] == 0.0

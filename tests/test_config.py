@@ -1,6 +1,7 @@
 """ModelConfig: both transformers spellings, the transformers defaults, and clear errors."""
 
 import json
+import re
 
 import pytest
 
@@ -103,4 +104,44 @@ def test_missing_config_json_names_the_expected_file(tmp_path):
 def test_unsupported_model_type_error_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(dict(QWEN3, model_type="qwen2")))
     with pytest.raises(ValueError, match=r"config.json: unsupported model_type 'qwen2'"):
+        ModelConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rope_scaling": "linear"}, "config rope_scaling must be an object (or null), found 'linear'"),
+    ({"rope_scaling": None, "rope_parameters": ["llama3"]}, "config rope_parameters must be an object"),
+    ({"hidden_size": "4096"}, "config hidden_size must be a positive integer, found '4096'"),
+    ({"num_hidden_layers": 32.0}, "config num_hidden_layers must be a positive integer, found 32.0"),
+    ({"max_position_embeddings": True}, "config max_position_embeddings must be a positive integer, found True"),
+    ({"rms_norm_eps": -1e-5}, "config rms_norm_eps must be a positive finite number, found -1e-05"),
+    ({"rms_norm_eps": "1e-5"}, "config rms_norm_eps must be a positive finite number, found '1e-5'"),
+    ({"rope_theta": 0}, "config rope_theta must be a positive finite number, found 0"),
+    ({"rope_theta": "500000"}, "config rope_theta must be a positive finite number, found '500000'"),
+    ({"rope_theta": float("inf")}, "config rope_theta must be a positive finite number, found inf"),
+    ({"tie_word_embeddings": "false"}, "config tie_word_embeddings must be true or false"),
+    ({"eos_token_id": "</s>"}, "config eos_token_id must be a token id"),
+    ({"rope_scaling": {**LLAMA31["rope_scaling"], "factor": "8"}}, "config rope_scaling.factor must be a positive"),
+    ({"rope_scaling": {**LLAMA31["rope_scaling"], "high_freq_factor": 1.0}},
+     "config rope_scaling.high_freq_factor (1.0) must be greater than low_freq_factor (1.0)"),
+])
+def test_malformed_values_are_an_error_naming_file_and_key(tmp_path, change, message):
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA31, **change}))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: {message}")):
+        ModelConfig.from_pretrained(tmp_path)
+
+
+def test_top_level_list_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps([LLAMA31]))
+    message = f"{tmp_path / 'config.json'}: expected a JSON object of model settings, found a list"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ModelConfig.from_pretrained(tmp_path)
+
+
+def test_non_utf8_config_json_names_file_and_line(tmp_path):
+    text = json.dumps(LLAMA31, indent=1).replace('"llama"', '"llama", "_name_or_path": "caf\\u00e9"')
+    (tmp_path / "config.json").write_bytes(text.encode("utf-8").replace(b"caf\\u00e9", b"caf\xe9"))  # Latin-1
+    line = text[:text.index("caf")].count("\n") + 1
+    assert line > 1
+    message = f"{tmp_path / 'config.json'}:{line}: expected UTF-8 text, found byte 0xe9"
+    with pytest.raises(ValueError, match=re.escape(message)):
         ModelConfig.from_pretrained(tmp_path)

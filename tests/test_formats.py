@@ -147,3 +147,27 @@ def test_render_then_parse_round_trip(reasoning, explanation, letter):
     for fmt in (FMT, R1_FORMAT):
         parsed = fmt.parse(fmt.render(reasoning, explanation, letter))
         assert parsed == ParsedCompletion(reasoning.strip(), explanation.strip(), letter, True)
+
+
+@pytest.mark.parametrize("fmt, text", [
+    (FMT, "<reasoning>I think <explanation>e</explanation><answer>A</answer>"),
+    (R1_FORMAT, "The answer is probably <explanation>e</explanation><answer>A</answer> but let me check"),
+    (R1_FORMAT, "<think>draft: <explanation>e</explanation><answer>A</answer>"),
+    (FMT, "<reasoning>r</reasoning><reasoning>again <explanation>e</explanation><answer>C</answer>"),
+])
+def test_answer_inside_a_reasoning_block_that_never_closes_is_not_graded(fmt, text):
+    # A completion cut off by the token budget inside its reasoning has not answered yet.
+    parsed = fmt.parse(text)
+    assert (parsed.explanation, parsed.answer, parsed.well_formed) == (None, None, False)
+    assert fmt.count_sections(text) == (1 if text.startswith("<reasoning>r</reasoning>") else 0)
+
+
+def test_answer_before_a_reasoning_block_reopened_and_cut_off_still_counts():
+    text = "<reasoning>r</reasoning><explanation>e</explanation><answer>B</answer><reasoning>on second thought"
+    parsed = FMT.parse(text)
+    assert (parsed.explanation, parsed.answer, parsed.well_formed) == ("e", "B", False)
+
+
+def test_completion_without_any_reasoning_tag_is_searched_whole_when_the_prompt_opened_none():
+    parsed = FMT.parse("<explanation>e</explanation><answer>B</answer>")
+    assert (parsed.reasoning, parsed.explanation, parsed.answer) == (None, "e", "B")

@@ -85,3 +85,23 @@ def test_duplicate_id_error_names_both_lines(tmp_path):
     path = _write_lines(tmp_path / "dup.jsonl", [json.dumps(_row()), json.dumps(_row(id="q2")), json.dumps(_row())])
     with pytest.raises(ValueError, match=r"dup\.jsonl:3: expected a unique id, found 'q1' already used on line 1"):
         load_mcq_jsonl(path)
+
+
+@pytest.mark.parametrize("answer, found", [(["B"], "list ['B']"), ({"letter": "B"}, "dict {'letter': 'B'}"),
+                                           (1, "int 1"), (None, "NoneType None")])
+def test_answer_that_is_not_a_string_names_file_line_and_type(tmp_path, answer, found):
+    path = _write_lines(tmp_path / "bad.jsonl", [json.dumps(_row(id="ok")), json.dumps(_row(answer=answer))])
+    with pytest.raises(ValueError) as info:
+        load_mcq_jsonl(path)
+    assert str(info.value) == (f"{path}:2: answer: expected one option letter as a string (A, B, C), found {found}")
+
+
+def test_bytes_that_are_not_utf8_name_file_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(_row(id="ok")).encode()
+    bad = json.dumps(_row(question="Qual è la capitale?"), ensure_ascii=False).encode("latin-1")
+    path.write_bytes(good + b"\n\n" + bad + b"\n")
+    column = bad.index(b"\xe8") + 1
+    with pytest.raises(ValueError) as info:
+        load_mcq_jsonl(path)
+    assert str(info.value).startswith(f"{path}:3: expected UTF-8 text, found byte 0xe8 at column {column}")

@@ -103,3 +103,22 @@ def test_length_mismatch_is_an_error_naming_the_reward(reward):
 def test_negative_min_words_is_rejected():
     with pytest.raises(ValueError, match="min_words"):
         CoTReward(min_words=-1)
+
+
+@pytest.mark.parametrize("answer", ["(B", "( b", "(B.", "(B:"])
+def test_answer_letter_rejects_a_parenthesis_left_open(answer):
+    assert answer_letter(answer) is None
+
+
+def test_correctness_is_zero_for_an_answer_inside_r1_reasoning_cut_off_by_the_budget():
+    cut_off = "Let me see. 2 + 2 = 4, so <explanation>4</explanation><answer>B</answer> - wait, let me"
+    closed = cut_off.replace(" - wait, let me", "").replace("so <explanation>", "so</think><explanation>")
+    out = CorrectnessReward(fmt=R1_FORMAT)([cut_off, closed], [ITEM, ITEM])
+    assert out.tolist() == [0.0, 1.0]
+
+
+def test_format_is_zero_for_a_letter_outside_the_items_options():
+    # ITEM has options A, B, C: "D" and "Z" do not name an option; the case of a real option does not matter.
+    completions = [with_answer(a) for a in ["D", "Z", "c", "C"]]
+    out = FormatReward()(completions, [ITEM] * len(completions))
+    assert out.tolist() == [0.0, 0.0, 1.0, 1.0]

@@ -26,6 +26,35 @@ def test_parse_grade_garbage_is_none(reply):
     assert parse_grade(reply) is None
 
 
+@pytest.mark.parametrize("reply, grade", [
+    ("On a scale of 1 to 10, I give it an 8.", 8.0),
+    ("I give it an 8 on a scale from 1 to 10.", 8.0),
+    ("On a 1-10 scale: 6", 6.0),
+    ("Rating (1\u201310): 4", 4.0),
+    ("Between 1 and 10, I would say 7.", 7.0),
+    ("Score: 9 out of 10", 9.0),
+    ("8 out of 10", 8.0),
+    ("Grade (out of 10): 5", 5.0),
+    ("I would rate this explanation 8/10 because it covers 3 of the 4 key points.", 8.0),
+    ("It covers 2 of the 3 key points. Grade: 6", 6.0),
+    ("Grade: 8. A perfect answer would get 10.", 8.0),
+    ("The explanation is mostly right; I'd rate it a 7 on the 1 to 10 scale.", 7.0),
+    ("Using the scale from 1 (useless) to 10 (as good as the reference): 3", 3.0),
+    ("Voto: 8 su una scala da 1 a 10", 8.0),
+    ("It misses 2 points, so 7", 7.0),
+    ("10/10", 10.0),
+    ("<think>the scale is 1 to 10, maybe 4</think> I give it 9 out of 10", 9.0),
+])
+def test_parse_grade_reads_the_grade_not_the_scale(reply, grade):
+    assert parse_grade(reply) == grade
+
+
+@pytest.mark.parametrize("reply", ["on a scale of 1 to 10", "Between 1 and 10.", "4/5", "Grade: 4 out of 5",
+                                   "out of 10"])
+def test_parse_grade_of_a_scale_alone_or_another_scale_is_none(reply):
+    assert parse_grade(reply) is None
+
+
 class ByteTokenizer:
     """One token per byte plus 3 (0 pad, 1 bos, 2 eos), a chat template that tags the user turn."""
 

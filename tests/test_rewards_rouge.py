@@ -1,11 +1,14 @@
+import string
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from rouge_score import rouge_scorer
+from rouge_score import tokenizers as rouge_tokenizers
 
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import MCQItem
-from minigrpo.rewards.rouge import RougeLReward
+from minigrpo.rewards.rouge import RougeLReward, UnicodeTokenizer
 
 FMT = CompletionFormat()
 
@@ -75,3 +78,40 @@ def test_equals_rouge_score_and_textbook_lcs(candidate, reference):
 def test_length_mismatch_is_an_error_naming_the_reward():
     with pytest.raises(ValueError, match="rouge_l"):
         RougeLReward()(["a", "b"], [item("r")])
+
+
+@pytest.mark.parametrize("text", [
+    "线粒体是细胞的能量工厂。",                       # Chinese
+    "ミトコンドリアは細胞のエネルギー工場です。",       # Japanese
+    "Митохондрия — энергетическая станция клетки.",  # Russian
+    "Το μιτοχόνδριο παράγει ενέργεια.",              # Greek
+    "الميتوكوندريا مصنع الطاقة في الخلية",            # Arabic
+])
+def test_identical_non_latin_text_scores_one(text):
+    assert RougeLReward()([completion(text)], [item(text)]).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cjk_is_scored_per_character_and_cyrillic_per_word():
+    # 我爱北京 vs 我爱上海: LCS = 我爱 = 2 of 4 characters each -> P = R = 1/2 -> F1 = 1/2
+    assert RougeLReward().score("我爱北京", ("我爱上海",)) == pytest.approx(0.5, abs=1e-6)
+    # кошка сидит на окне vs кошка спит на окне: LCS = кошка на окне = 3 of 4 words -> F1 = 3/4
+    assert RougeLReward().score("Кошка сидит на окне", ("кошка спит на окне",)) == pytest.approx(0.75, abs=1e-6)
+
+
+def test_accented_latin_words_stay_whole():
+    # rouge-score reads "perché" as "perch" and drops "è"; here both are words, so "perch" no longer matches.
+    assert UnicodeTokenizer().tokenize("Perché è così") == ["perché", "è", "così"]
+    assert RougeLReward().score("perché", ("perch",)) == 0.0
+
+
+_ascii = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \n\t", max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidate=_ascii, reference=_ascii, use_stemmer=st.booleans())
+def test_ascii_text_scores_exactly_as_rouge_score(candidate, reference, use_stemmer):
+    ours = RougeLReward(use_stemmer=use_stemmer).score(candidate, (reference,))
+    theirs = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer).score(reference, candidate)["rougeL"]
+    assert ours == (theirs.fmeasure if candidate else 0.0)
+    assert UnicodeTokenizer(use_stemmer).tokenize(candidate) == rouge_tokenizers.DefaultTokenizer(
+        use_stemmer).tokenize(candidate)

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 
 from minigrpo.data.formats import R1_FORMAT, CompletionFormat
@@ -80,40 +81,46 @@ def off_target_batch():
     return enc, completions, [q1, q2, q2, q3]
 
 
-def test_off_target_baseline_is_mean_cosine_to_other_distinct_questions():
+# b_q of off_target_batch: the mean cosine of q's reference to the other questions' references
+#   q1 (0):   q2 (90) cos 90 = 0,  q3 (120) cos 120 = -0.5      -> b = -0.25
+#   q2 (90):  q1 (0)  cos 90 = 0,  q3 (120) cos 30 = 0.8660     -> b = COS30 / 2 = 0.4330
+#   q3 (120): q1 (0)  cos 120 = -0.5, q2 (90) cos 30 = 0.8660   -> b = (COS30 - 0.5) / 2 = 0.1830
+B1, B2, B3 = -0.25, COS30 / 2, (COS30 - 0.5) / 2
+
+
+def test_off_target_baseline_is_mean_cosine_of_the_reference_to_other_questions_references():
     enc, completions, items = off_target_batch()
     out = SemanticReward(enc, baseline="off_target")(completions, items)
-    # e30 (q1): own cos 30 = 0.8660; others q2 (90): cos 60 = 0.5, q3 (120): cos 90 = 0 -> b = 0.25
-    # e60 (q2): own cos 30 = 0.8660; others q1 (0): cos 60 = 0.5, q3 (120): cos 60 = 0.5 -> b = 0.5
-    #   (q2 appears twice but is this row's own question; each other question counts once)
-    # e150 (q3): own cos 30 = 0.8660; others q1: cos 150 = -0.8660, q2: cos 60 = 0.5 -> b = -0.1830,
-    #   0.8660 + 0.1830 = 1.049 is clipped to 1
-    expected = torch.tensor([COS30 - 0.25, COS30 - 0.5, COS30 - 0.5, 1.0])
+    # e30 (q1): own cos 30 = 0.8660 - b1 = 1.116, clipped to 1
+    # e60 (q2): own cos 30 - b2 (q2 appears twice, but the baseline is built from references only)
+    # e150 (q3): own cos 30 - b3
+    expected = torch.tensor([1.0, COS30 - B2, COS30 - B2, COS30 - B3])
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
 def test_off_target_counts_each_other_question_once_however_often_it_is_repeated():
     enc = AngleEncoder({"r1": 0, "r2": 90, "r3": 120, "e30": 30, "e60": 60})
     q1, q2, q3 = item("q1", "r1"), item("q2", "r2"), item("q3", "r3")
-    # q2 four times, q3 once: for the q1 row b = (cos 60 + cos 90) / 2 = 0.25, not (4 * 0.5 + 0) / 5
-    out = SemanticReward(enc)([completion("e30")] + [completion("e60")] * 4 + [completion("e30")],
+    # q2 four times, q3 once: for q1, b = (cos 90 + cos 120) / 2 = -0.25, not (4 * 0 - 0.5) / 5 = -0.1
+    out = SemanticReward(enc)([completion("e60")] + [completion("e60")] * 4 + [completion("e30")],
                               [q1, q2, q2, q2, q2, q3])
-    assert out[0].item() == pytest.approx(COS30 - 0.25, abs=1e-6)
+    assert out[0].item() == pytest.approx(0.5 + 0.25, abs=1e-6)
 
 
 def test_off_target_with_rescale():
     enc, completions, items = off_target_batch()
     out = SemanticReward(enc, baseline="off_target", rescale=True)(completions, items)
-    assert out[0].item() == pytest.approx((COS30 - 0.25) / (1 - 0.25), abs=1e-6)
-    assert out[1].item() == pytest.approx((COS30 - 0.5) / (1 - 0.5), abs=1e-6)
+    assert out[0].item() == pytest.approx((COS30 - B1) / (1 - B1), abs=1e-6)
+    assert out[1].item() == pytest.approx((COS30 - B2) / (1 - B2), abs=1e-6)
 
 
 def test_off_target_includes_questions_whose_completions_have_no_explanation():
     enc, completions, items = off_target_batch()
     completions = [completions[0], "no tags", "no tags", "no tags"]
     out = SemanticReward(enc)(completions, items)
-    # the e30 row still sees q2 and q3 as other questions: b = 0.25
-    torch.testing.assert_close(out, torch.tensor([COS30 - 0.25, -1.0, -1.0, -1.0]), atol=1e-6, rtol=0)
+    # the e30 row's baseline still counts q2 and q3: b1 = -0.25, and cos 30 + 0.25 is clipped to 1
+    torch.testing.assert_close(out, torch.tensor([1.0, -1.0, -1.0, -1.0]), atol=1e-6, rtol=0)
+    assert SemanticReward(enc)(completions[:1], items[:1]).item() == pytest.approx(COS30, abs=1e-6)  # alone: b = 0
 
 
 def test_off_target_single_question_falls_back_to_running_mean_of_earlier_baselines():
@@ -122,8 +129,8 @@ def test_off_target_single_question_falls_back_to_running_mean_of_earlier_baseli
     q1 = items[0]
     # no earlier batch: b = 0, the raw cosine
     assert reward([completion("e30")], [q1]).item() == pytest.approx(COS30, abs=1e-6)
-    reward(completions, items)  # batch-mean b = (0.25 + 0.5 + 0.5 - 0.1830) / 4
-    batch_mean = (0.25 + 0.5 + 0.5 + (0.5 - COS30) / 2) / 4
+    reward(completions, items)  # batch-mean b over the four rows: (b1 + b2 + b2 + b3) / 4
+    batch_mean = (B1 + 2 * B2 + B3) / 4
     assert reward.last_stats["baseline_mean"] == pytest.approx(batch_mean, abs=1e-6)
     assert reward([completion("e30")], [q1]).item() == pytest.approx(COS30 - batch_mean, abs=1e-6)
 
@@ -136,7 +143,7 @@ def test_eval_mode_reads_the_running_mean_without_updating_it():
     reward.eval()
     reward(completions, items)  # an evaluation batch: read, not recorded
     assert reward.state_dict() == state
-    batch_mean = (0.25 + 0.5 + 0.5 + (0.5 - COS30) / 2) / 4
+    batch_mean = (B1 + 2 * B2 + B3) / 4  # the training batch's mean baseline, as recorded before eval()
     assert reward([completion("e30")], [items[0]]).item() == pytest.approx(COS30 - batch_mean, abs=1e-6)
     reward.train()
     reward(completions, items)
@@ -164,18 +171,19 @@ def test_several_references_max_or_mean():
         (COS30 + 0.5) / 2, abs=1e-6)
 
 
-def test_off_target_uses_the_same_reduction_over_the_other_questions_references():
-    enc = AngleEncoder({"r1": 0, "r2a": 90, "r2b": 150, "e30": 30, "e90": 90})
+def test_off_target_uses_the_same_reduction_over_the_questions_references():
+    enc = AngleEncoder({"r1": 0, "r2a": 60, "r2b": 120, "e30": 30, "e90": 90})
     q1, q2 = item("q1", "r1"), item("q2", "r2a", "r2b")
     c = [completion("e30"), completion("e90")]
-    # row 0 (e30, q1): own cos 30; q2 refs at 90, 150: cos 60 = 0.5, cos 120 = -0.5 -> max 0.5, mean 0
+    # b_q2: q1's reference r1 as an explanation of q2: cos 60 = 0.5 to r2a, cos 120 = -0.5 to r2b -> max 0.5, mean 0
+    # b_q1: q2's references as explanations of q1: cos 60 = 0.5 and cos 120 = -0.5 (one reference each, so max and
+    #   mean agree), averaged over q2's two references -> 0
     out_max = SemanticReward(enc, reduce="max")(c, [q1, q2])
     out_mean = SemanticReward(enc, reduce="mean")(c, [q1, q2])
-    assert out_max[0].item() == pytest.approx(COS30 - 0.5, abs=1e-6)
-    assert out_mean[0].item() == pytest.approx(COS30 - 0.0, abs=1e-6)
-    # row 1 (e90, q2): own cos 0 = 1 and cos 60 = 0.5 -> max 1, mean 0.75; other q1: cos 90 = 0
-    assert out_max[1].item() == pytest.approx(1.0, abs=1e-6)
-    assert out_mean[1].item() == pytest.approx(0.75, abs=1e-6)
+    assert out_max[0].item() == pytest.approx(COS30, abs=1e-6) and out_mean[0].item() == pytest.approx(COS30, abs=1e-6)
+    # row 1 (e90, q2): own cosines cos 30 to both references -> max = mean = 0.8660
+    assert out_max[1].item() == pytest.approx(COS30 - 0.5, abs=1e-6)
+    assert out_mean[1].item() == pytest.approx(COS30 - 0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("text", ["", "no tags at all", FMT.render("r", "   ", "A"),
@@ -245,3 +253,60 @@ def test_encoder_returning_wrong_shape_is_an_error():
 
     with pytest.raises(ValueError, match="encoder.embed"):
         SemanticReward(Broken())([completion("e")], [item("q", "r")])
+
+
+def test_verbatim_copy_of_the_reference_scores_above_a_worse_match():
+    # q's reference at 0 degrees, the other question's at 30. The copy has cos 1; the other explanation, at -64.5
+    # degrees, has cos 0.4305 to q's reference and cos 94.5 = -0.0785 to the other one. A baseline built from the
+    # completion's own off-target cosines scored them 1 - 0.8660 = 0.134 and 0.4305 + 0.0785 = 0.509: the worse
+    # match won. Built from the references, b = cos 30 for both: 0.134 and 0.4305 - 0.8660 = -0.4355.
+    enc = AngleEncoder({"r": 0, "r_other": 30, "copy": 0, "worse": -64.5})
+    q, other = item("q", "r"), item("other", "r_other")
+    out = SemanticReward(enc, baseline="off_target")([completion("copy"), completion("worse"), completion("copy")],
+                                                     [q, q, other])
+    cos_worse = math.cos(math.radians(64.5))
+    torch.testing.assert_close(out[:2], torch.tensor([1 - COS30, cos_worse - COS30]), atol=1e-6, rtol=0)
+    assert out[0] > out[1]
+
+
+def _assert_monotone_within_questions(rows, ref_angles, out, reduce):
+    """Rows (question, angle): whenever row i matches its question clearly better than row j, R_i >= R_j."""
+    red = max if reduce == "max" else (lambda xs: sum(xs) / len(xs))
+    own = [red([math.cos(math.radians(a - r)) for r in ref_angles[q]]) for q, a in rows]
+    for i, (qi, _) in enumerate(rows):
+        for j, (qj, _) in enumerate(rows):
+            if qi == qj and own[i] > own[j] + 1e-4:
+                assert out[i] >= out[j] - 1e-6, (rows[i], rows[j], own[i], own[j], out[i].item(), out[j].item())
+
+
+def _score(rows, ref_angles, **kwargs):
+    angles = {f"r{q}_{k}": a for q, refs in enumerate(ref_angles) for k, a in enumerate(refs)}
+    angles.update({f"e{i}": a for i, (_, a) in enumerate(rows)})
+    items = [item(f"q{q}", *[f"r{q}_{k}" for k in range(len(ref_angles[q]))]) for q, _ in rows]
+    return SemanticReward(AngleEncoder(angles), constant=0.3, **kwargs)([completion(f"e{i}")
+                                                                         for i in range(len(rows))], items)
+
+
+@pytest.mark.parametrize("baseline", ["none", "constant", "off_target"])
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("reduce", ["max", "mean"])
+def test_a_better_match_never_scores_lower_on_a_grid_of_angles(baseline, rescale, reduce):
+    # Three questions (two of them with two references); q0 answered at every 15 degrees, the others at a few.
+    ref_angles = [[0, 50], [30], [100, 200]]
+    rows = [(0, a) for a in range(-180, 180, 15)] + [(1, a) for a in (30, -40, 120)] + [(2, a) for a in (100, 10)]
+    out = _score(rows, ref_angles, baseline=baseline, rescale=rescale, reduce=reduce)
+    _assert_monotone_within_questions(rows, ref_angles, out, reduce)
+
+
+_angle = st.integers(-180, 180)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), baseline=st.sampled_from(["none", "constant", "off_target"]), rescale=st.booleans(),
+       reduce=st.sampled_from(["max", "mean"]), n_questions=st.integers(1, 3))
+def test_a_better_match_never_scores_lower(data, baseline, rescale, reduce, n_questions):
+    """Within one question (one GRPO group), the reward is non-decreasing in the completion's own cosine."""
+    ref_angles = [data.draw(st.lists(_angle, min_size=1, max_size=2)) for _ in range(n_questions)]
+    rows = data.draw(st.lists(st.tuples(st.integers(0, n_questions - 1), _angle), min_size=2, max_size=8))
+    out = _score(rows, ref_angles, baseline=baseline, rescale=rescale, reduce=reduce)
+    _assert_monotone_within_questions(rows, ref_angles, out, reduce)

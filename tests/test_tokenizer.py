@@ -2,6 +2,7 @@
 and errors for missing or corrupt files."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -171,3 +172,57 @@ def test_batch_encode_rejects_bad_arguments(tok):
         tok.batch_encode(["a"], padding_side="middle")
     with pytest.raises(ValueError, match="at least one"):
         tok.batch_encode([])
+
+
+def _fallback_warnings(record):
+    return [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+
+
+def test_missing_chat_template_warns_once_per_tokenizer_naming_what_is_missing(tmp_path):
+    folder = write_word_tokenizer(tmp_path / "t")  # tokenizer_config.json without chat_template, no .jinja file
+    tok = load_tokenizer(folder)
+    chat = [{"role": "user", "content": "a b"}]
+    with pytest.warns(UserWarning) as record:
+        tok.apply_chat_template(chat, add_generation_prompt=True)
+        tok.apply_chat_template(chat, add_generation_prompt=True)
+    messages = _fallback_warnings(record)
+    assert len(messages) == 1
+    assert str(folder) in messages[0] and "no chat template" in messages[0] and "length limit" in messages[0]
+    with pytest.warns(UserWarning, match="no chat template"):  # another tokenizer says it again
+        load_tokenizer(folder).apply_chat_template(chat)
+
+
+def test_missing_eos_token_warns_once_per_tokenizer_naming_what_is_missing(tmp_path):
+    folder = write_word_tokenizer(tmp_path / "t", config={"bos_token": "<s>", "pad_token": "<pad>"})
+    tok = load_tokenizer(folder)
+    with pytest.warns(UserWarning) as record:
+        assert tok.eos_token_id is None and tok.eos_token_id is None
+    messages = _fallback_warnings(record)
+    assert len(messages) == 1
+    assert str(folder) in messages[0] and "no eos_token" in messages[0] and "length limit" in messages[0]
+
+
+def test_checkpoint_with_template_and_eos_gives_no_warning(tmp_path):
+    import warnings
+
+    config = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{{ messages[0]['content'] }}"}
+    tok = load_tokenizer(write_word_tokenizer(tmp_path / "t", config=config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tok.eos_token_id == 1 and tok.apply_chat_template([{"role": "user", "content": "a"}]) == "a"
+
+
+def test_non_utf8_tokenizer_config_names_file_and_line(tmp_path):
+    folder = write_word_tokenizer(tmp_path / "t")
+    cfg = folder / "tokenizer_config.json"
+    cfg.write_bytes(b'{\n  "bos_token": "<s>",\n  "eos_token": "caf\xe9"\n}\n')  # Latin-1, not UTF-8
+    with pytest.raises(ValueError, match=re.escape(f"{cfg}:3: expected UTF-8 text, found byte 0xe9")):
+        load_tokenizer(folder)
+
+
+def test_non_utf8_chat_template_file_names_file_and_line(tmp_path):
+    folder = write_word_tokenizer(tmp_path / "t")
+    jinja = folder / "chat_template.jinja"
+    jinja.write_bytes(b"{% for m in messages %}\n{{ m['content'] }} \x93quoted\x94\n{% endfor %}")  # Windows-1252
+    with pytest.raises(ValueError, match=re.escape(f"{jinja}:2: expected UTF-8 text, found byte 0x93")):
+        load_tokenizer(folder)

@@ -30,10 +30,16 @@ Parsing rules (they never raise, whatever the text):
     start of the text);
   - explanation and answer are searched only after the end of the reasoning (when there is one), so a draft
     answer written inside the reasoning is not the answer;
+  - nor inside a reasoning block that never closes: text from an opening reasoning tag with no closing tag after
+    it (with `reasoning_opened_in_prompt`, the whole completion when it has no closing tag at all) is reasoning
+    cut off by the token budget, and a grader takes the answer only after the reasoning has closed. A completion
+    with no reasoning tag at all (and a prompt that opened none) is searched whole;
   - when a tag pair occurs several times, the LAST closed block wins (a model that corrects itself is graded on
     its final answer);
   - `well_formed` means exactly one block of each section, in order, nothing but whitespace outside the blocks,
-    and an answer that is a single ASCII letter. It checks structure only: an empty section is still a section.
+    and an answer that is a single ASCII letter. It checks structure only: an empty section is still a section,
+    and whether the letter is one of the item's options is for the caller to check (the parser never sees the
+    item; `rewards.answer.FormatReward` does check it).
 """
 
 from dataclasses import dataclass
@@ -128,14 +134,14 @@ class CompletionFormat:
     # ---- reading ----------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _last_block(text, open_tag, close_tag, start):
-        """(content, begin, end) of the last closed block at or after `start`, or None.
+    def _last_block(text, open_tag, close_tag, start, end):
+        """(content, begin, end) of the last block closed inside text[start:end], or None.
 
         The block opens at the last opening tag that lies before the last closing tag, and ends at the first
         closing tag after it: "<a>x<a>y</a>" gives "y", "<a>x</a></a>" gives "x", "<a>x</a><a>y" gives "x".
         begin and end are the index of the opening tag and the index just past the closing tag.
         """
-        last_close = text.rfind(close_tag, start)
+        last_close = text.rfind(close_tag, start, end)
         if last_close < 0:
             return None
         begin = text.rfind(open_tag, start, last_close)
@@ -154,15 +160,26 @@ class CompletionFormat:
         content_start = 0 if begin < 0 else begin + len(self._open(self.reasoning_tag))
         return text[content_start:close], begin, close + len(close_tag)
 
+    def _graded_span(self, text, reasoning):
+        """(start, end): where explanation and answer are looked for. After the closed reasoning block, and before
+        the first opening reasoning tag that no closing tag follows (reasoning cut off by the token budget)."""
+        if reasoning is None and self.reasoning_opened_in_prompt:
+            return 0, 0  # the prompt opened the reasoning and the completion never closed it: all of it is reasoning
+        r_open, r_close = self._open(self.reasoning_tag), self._close(self.reasoning_tag)
+        start = reasoning[2] if reasoning is not None else 0
+        last_close = text.rfind(r_close)
+        unclosed = text.find(r_open, max(start, last_close + len(r_close) if last_close >= 0 else 0))
+        return start, len(text) if unclosed < 0 else unclosed
+
     def parse(self, text):
         """Split a completion into its sections (see the module docstring for the rules). Never raises."""
         if not isinstance(text, str):
             return ParsedCompletion(None, None, None, False)
         reasoning = self._reasoning_block(text)
-        rest = reasoning[2] if reasoning is not None else 0
+        start, end = self._graded_span(text, reasoning)
         explanation = self._last_block(text, self._open(self.explanation_tag), self._close(self.explanation_tag),
-                                       rest)
-        answer = self._last_block(text, self._open(self.answer_tag), self._close(self.answer_tag), rest)
+                                       start, end)
+        answer = self._last_block(text, self._open(self.answer_tag), self._close(self.answer_tag), start, end)
         return ParsedCompletion(
             reasoning=None if reasoning is None else reasoning[0].strip(),
             explanation=None if explanation is None else explanation[0].strip(),
@@ -201,19 +218,21 @@ class CompletionFormat:
 
         Greedy scan from the left: each section's first closed block that starts after the end of the previous
         found section counts; a missing section is skipped, so "<explanation>x</explanation><answer>B</answer>"
-        counts 2. With reasoning_opened_in_prompt a reasoning block may lack its opening tag.
+        counts 2. With reasoning_opened_in_prompt a reasoning block may lack its opening tag. Sections inside a
+        reasoning block that never closes are not counted (module docstring).
         """
         if not isinstance(text, str):
             return 0
-        count, pos = 0, 0
+        count = 0
         reasoning = self._reasoning_block(text)
         if reasoning is not None and (reasoning[1] >= 0 or self.reasoning_opened_in_prompt):
-            count, pos = 1, reasoning[2]
+            count = 1
+        pos, end = self._graded_span(text, reasoning)  # sections inside unclosed reasoning do not count
         for tag in (self.explanation_tag, self.answer_tag):
-            begin = text.find(self._open(tag), pos)
-            end = text.find(self._close(tag), begin + len(self._open(tag))) if begin >= 0 else -1
-            if end >= 0:
-                count, pos = count + 1, end + len(self._close(tag))
+            begin = text.find(self._open(tag), pos, end)
+            close = text.find(self._close(tag), begin + len(self._open(tag)), end) if begin >= 0 else -1
+            if close >= 0:
+                count, pos = count + 1, close + len(self._close(tag))
         return count
 
 

@@ -11,7 +11,8 @@ One item per line, a JSON object with
     subject      optional string
 
 Options use consecutive letters from A (2 to 5 of them). Blank lines are skipped; other fields are ignored.
-A malformed line raises ValueError naming the file, the line number, what was expected and what was found.
+The file is UTF-8. A malformed line (bytes that are not UTF-8, invalid JSON, a missing field, a value of the wrong
+type) raises ValueError naming the file, the line number, what was expected and what was found.
 """
 
 import json
@@ -60,6 +61,9 @@ class MCQItem:
         for letter, text in self.options.items():
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"options[{letter!r}]: expected a non-empty string, found {text!r}")
+        if not isinstance(self.answer, str):  # checked first: a list is not even hashable, so `in` would raise
+            raise ValueError(f"answer: expected one option letter as a string ({', '.join(letters)}), found "
+                             f"{type(self.answer).__name__} {self.answer!r}")
         if self.answer not in self.options:
             raise ValueError(f"answer: expected one of {', '.join(letters)}, found {self.answer!r}")
         explanations = self.explanations
@@ -122,8 +126,13 @@ def load_mcq_jsonl(path):
     """Read MCQ items from a JSONL file; ValueError "<path>:<line>: ..." on the first malformed line."""
     path = Path(path)
     items, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:  # bytes, so that text which is not UTF-8 is reported with its line
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: expected UTF-8 text, found byte 0x{raw[e.start]:02x} at column "
+                                 f"{e.start + 1} (a file saved in another encoding, e.g. Latin-1?)") from None
             if not line.strip():
                 continue
             try:

@@ -56,7 +56,10 @@ def group_advantages(rewards, group_size, scale="group", eps=1e-4, std_floor=0.0
             frac_zero_std   fraction of groups with std_g close to 0 (torch.isclose defaults, as TRL's
                             `frac_reward_zero_std`); groups of one count as zero-std. Always measured per group,
                             also with scale="batch" (where TRL tests the batch std instead).
-            frac_std_floored  fraction of groups whose std_g was raised to std_floor (0 when std_floor is 0)
+            frac_std_floored  fraction of groups whose advantages were divided by std_floor instead of the std
+                            they would otherwise divide by: with scale="group" the groups with std_g < std_floor;
+                            with scale="batch" every group or none (1 when std_B < std_floor, else 0); with
+                            scale="none" 0 (nothing is divided). 0 when std_floor is 0.
     """
     rewards = _check_rewards(rewards, group_size, scale, eps, std_floor)
     n = rewards.numel()
@@ -88,7 +91,7 @@ def group_advantages(rewards, group_size, scale="group", eps=1e-4, std_floor=0.0
         "reward_std": rewards.std(correction=1).item() if n > 1 else 0.0,
         "group_std_mean": std_g.mean().item(),
         "frac_zero_std": torch.isclose(std_g, torch.zeros_like(std_g)).float().mean().item(),
-        "frac_std_floored": (std_g < std_floor).float().mean().item() if std_floor > 0 else 0.0,
+        "frac_std_floored": 0.0 if std is None else (std < std_floor).expand_as(std_g).float().mean().item(),
     }
     return advantages.reshape(n), stats
 

@@ -11,6 +11,8 @@ over max_steps * num_iterations optimizer updates.
 """
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 
 from .advantages import SCALES
@@ -93,6 +95,13 @@ class GRPOConfig:
     progress: bool = _f(True, "Show a tqdm progress bar.")
 
     def __post_init__(self):
+        # A list where a tuple is meant (JSON has no tuples) is kept as the tuple; a bare string is NOT split into
+        # characters: it is reported below. A path-like run_dir is kept as its string, so to_dict stays JSON.
+        for name in ("lora_targets", "adam_betas"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.run_dir, os.PathLike):
+            object.__setattr__(self, "run_dir", os.fspath(self.run_dir))
         errors = list(_problems(self))
         if errors:
             raise ValueError("GRPOConfig: " + "; ".join(errors))
@@ -122,28 +131,39 @@ class GRPOConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"GRPOConfig: unknown keys {unknown}; expected a subset of {sorted(names)}")
-        d = dict(d)
-        for k in ("lora_targets", "adam_betas"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        return cls(**d)  # lists become tuples in __post_init__; a string lora_targets is an error there
 
     @classmethod
     def help(cls) -> str:
         return "\n".join(f"{f.name} = {f.default!r}: {f.metadata['help']}" for f in dataclasses.fields(cls))
 
 
-def _problems(c):
-    """Yield one message per combination that cannot work, naming the fields and the values found."""
-    def is_int(x, lo):
-        return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+def _is_int(x, lo):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
 
+
+def _is_real(x):
+    """A finite int or float (not a bool): NaN and inf mean nothing as a rate, a weight or a temperature."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _problems(c):
+    """Yield one message per field or combination that cannot work, naming the fields and the values found.
+
+    Every float field must be finite: an inf learning rate or a NaN reward weight would reach the optimizer, and a
+    NaN adapter would then be saved as the run's last state. The switches (resume, progress,
+    gradient_checkpointing) must be real bools, because a string such as "no" is truthy.
+    """
+    is_int = _is_int
     for name, lo in (("prompts_per_step", 1), ("max_prompt_length", 1), ("max_steps", 1), ("num_iterations", 1),
                      ("gradient_accumulation_steps", 1), ("lora_r", 1), ("top_k", 0), ("warmup_steps", 0),
                      ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1)):
         if not is_int(getattr(c, name), lo):
             yield f"{name} must be an int >= {lo}, found {getattr(c, name)!r}"
-    if c.merge_for_generation not in (None, True, False):
+    for name in ("resume", "progress", "gradient_checkpointing"):
+        if not isinstance(getattr(c, name), bool):
+            yield f"{name} must be True or False, found {getattr(c, name)!r}"
+    if not isinstance(c.merge_for_generation, (bool, type(None))):
         yield f"merge_for_generation must be None (auto), True or False, found {c.merge_for_generation!r}"
     if c.logprob_chunk_size is not None and not is_int(c.logprob_chunk_size, 0):
         yield f"logprob_chunk_size must be None or an int >= 0, found {c.logprob_chunk_size!r}"
@@ -157,43 +177,64 @@ def _problems(c):
             and c.batch_rows % c.gradient_accumulation_steps):
         yield (f"prompts_per_step * num_generations = {c.prompts_per_step} * {c.num_generations} = {c.batch_rows} rows "
                f"do not split into gradient_accumulation_steps = {c.gradient_accumulation_steps} equal micro-batches")
-    if c.loss_type not in LOSS_TYPES:
-        yield f"loss_type must be one of {LOSS_TYPES}, found {c.loss_type!r}"
-    if c.scale_rewards not in SCALES:
-        yield f"scale_rewards must be one of {SCALES}, found {c.scale_rewards!r}"
-    if c.lr_schedule not in SCHEDULES:
-        yield f"lr_schedule must be one of {SCHEDULES}, found {c.lr_schedule!r}"
-    if c.dtype not in DTYPES:
-        yield f"dtype must be one of {DTYPES}, found {c.dtype!r}"
-    if not (isinstance(c.eps_low, (int, float)) and 0 <= c.eps_low < 1):
-        yield f"eps_low must be in [0, 1), found {c.eps_low!r}"
-    if c.eps_high is not None and not (isinstance(c.eps_high, (int, float)) and c.eps_high >= 0):
-        yield f"eps_high must be >= 0 or None, found {c.eps_high!r}"
+    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALES), ("lr_schedule", SCHEDULES),
+                          ("dtype", DTYPES)):
+        if not isinstance(getattr(c, name), str) or getattr(c, name) not in allowed:
+            yield f"{name} must be one of {allowed}, found {getattr(c, name)!r}"
+    yield from _float_problems(c)
+    if not (isinstance(c.adam_betas, tuple) and len(c.adam_betas) == 2
+            and all(_is_real(b) and 0 <= b < 1 for b in c.adam_betas)):
+        yield f"adam_betas must be two numbers in [0, 1), found {c.adam_betas!r}"
+    if not (isinstance(c.lora_targets, tuple) and c.lora_targets
+            and all(isinstance(t, str) and t.strip() for t in c.lora_targets)):
+        # A single string is refused rather than taken as one name: PEFT reads a string target_modules as a
+        # regular expression over full module names, so either reading would surprise someone.
+        yield (f"lora_targets must be a non-empty tuple (or list) of module names such as ('q_proj', 'v_proj'), "
+               f"found {c.lora_targets!r}")
+    if c.reward_weights is not None:
+        if not isinstance(c.reward_weights, dict):
+            yield f"reward_weights must be None or a dict name -> number, found {c.reward_weights!r}"
+        else:
+            bad = {k: v for k, v in c.reward_weights.items() if not _is_real(v)}
+            if bad:
+                yield f"reward_weights must map names to finite numbers, found {bad}"
+    yield from _device_problems(c)
+    if not (isinstance(c.run_dir, str) and c.run_dir.strip()):
+        yield (f"run_dir must be a non-empty path (an empty one would write into the working directory), "
+               f"found {c.run_dir!r}")
+
+
+def _float_problems(c):
+    """Ranges of the float fields; every one must also be finite (see _problems)."""
     for name in ("beta", "std_floor", "adv_eps", "weight_decay", "lora_dropout"):
         v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and v >= 0):
-            yield f"{name} must be a number >= 0, found {v!r}"
-    if isinstance(c.lora_dropout, (int, float)) and c.lora_dropout >= 1:
+        if not (_is_real(v) and v >= 0):
+            yield f"{name} must be a number >= 0 and finite, found {v!r}"
+    if _is_real(c.lora_dropout) and c.lora_dropout >= 1:
         yield f"lora_dropout must be < 1, found {c.lora_dropout!r}"
     for name in ("temperature", "learning_rate", "lora_alpha"):
         v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and v > 0):
-            yield f"{name} must be a number > 0, found {v!r}"
-    if not (isinstance(c.top_p, (int, float)) and 0 < c.top_p <= 1):
+        if not (_is_real(v) and v > 0):
+            yield f"{name} must be a number > 0 and finite, found {v!r}"
+    if not (_is_real(c.eps_low) and 0 <= c.eps_low < 1):
+        yield f"eps_low must be in [0, 1), found {c.eps_low!r}"
+    if c.eps_high is not None and not (_is_real(c.eps_high) and c.eps_high >= 0):
+        yield f"eps_high must be >= 0 and finite, or None, found {c.eps_high!r}"
+    if not (_is_real(c.top_p) and 0 < c.top_p <= 1):
         yield f"top_p must be in (0, 1], found {c.top_p!r}"
-    if not (isinstance(c.min_lr_ratio, (int, float)) and 0 <= c.min_lr_ratio <= 1):
+    if not (_is_real(c.min_lr_ratio) and 0 <= c.min_lr_ratio <= 1):
         yield f"min_lr_ratio must be in [0, 1], found {c.min_lr_ratio!r}"
-    if c.max_grad_norm is not None and not (isinstance(c.max_grad_norm, (int, float)) and c.max_grad_norm > 0):
-        yield f"max_grad_norm must be > 0 or None, found {c.max_grad_norm!r}"
-    if len(tuple(c.adam_betas)) != 2 or not all(0 <= b < 1 for b in c.adam_betas):
-        yield f"adam_betas must be two numbers in [0, 1), found {c.adam_betas!r}"
-    if isinstance(c.lora_targets, str) or not c.lora_targets:
-        yield f"lora_targets must be a non-empty tuple of module names, found {c.lora_targets!r}"
-    if c.reward_weights is not None:
-        bad = {k: v for k, v in dict(c.reward_weights).items() if not isinstance(v, (int, float)) or v != v}
-        if bad:
-            yield f"reward_weights must map names to finite numbers, found {bad}"
-    if not (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda") or c.device == "mps"):
-        yield f"device must be cpu, cuda, cuda:N, mps or auto, found {c.device!r}"
-    if c.dtype == "float16" and c.device == "cpu":
+    if c.max_grad_norm is not None and not (_is_real(c.max_grad_norm) and c.max_grad_norm > 0):
+        yield f"max_grad_norm must be > 0 or None (no clipping), and finite, found {c.max_grad_norm!r}"
+
+
+def _device_problems(c):
+    d = c.device
+    if not isinstance(d, str):
+        yield f"device must be a string (cpu, cuda, cuda:N, mps or auto), found {d!r}"
+        return
+    index = d.split(":", 1)[1] if d.startswith("cuda:") else "0"
+    if d not in ("auto", "cpu", "cuda", "mps") and not (d.startswith("cuda:") and index.isdigit()):
+        yield f"device must be cpu, cuda, cuda:N, mps or auto, found {d!r}"
+    if c.dtype == "float16" and d == "cpu":
         yield "dtype 'float16' autocast is not supported on device 'cpu'; use float32 or bfloat16"

@@ -2,7 +2,9 @@
 
 One JSON object per line, appended and flushed after every step, so a run that dies keeps every step it finished
 and `pandas.read_json(path, lines=True)` (or a four-line loop) reads it back. On resume the files are cut back to
-the checkpoint's step, so the log reads as if the run had never stopped.
+the checkpoint's step, so the log reads as if the run had never stopped. A crash while a row is written can leave
+the last line cut off: reading skips that line with a warning; a bad line anywhere else is an error naming the
+file and the line.
 
 metrics.jsonl keys (all floats unless noted):
     step (int), loss, reward, reward_std, rewards/<name>/mean, rewards/<name>/std, frac_reward_zero_std,
@@ -14,6 +16,7 @@ metrics.jsonl keys (all floats unless noted):
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 # Fields that depend on the machine's speed, not on the computation: excluded when comparing two runs.
@@ -28,32 +31,45 @@ class JsonlLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, row):
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(_plain(row)) + "\n")
             f.flush()
 
     def read(self):
-        if not self.path.is_file():
-            return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """Every row, in order (module docstring: a cut-off last line is skipped, a bad line elsewhere raises)."""
+        return [row for row, _ in self._lines()]
 
     def truncate_after(self, step):
-        """Keep rows whose step <= step (a partially written last line is dropped too)."""
+        """Keep rows whose step <= step (a last line cut off by a crash is dropped too, with a warning)."""
         if not self.path.is_file():
             return
-        kept = []
-        with open(self.path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if row.get("step", 0) <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
+        kept = [line + "\n" for row, line in self._lines() if row.get("step", 0) <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(kept))
+        tmp.write_text("".join(kept), encoding="utf-8")
         tmp.replace(self.path)
+
+    def _lines(self):
+        """[(row, line text)] of every non-blank line. The last line may be cut off by a crash mid-write: it is
+        skipped with a warning. A bad line before it is damage, not a crash: ValueError naming file and line."""
+        if not self.path.is_file():
+            return []
+        numbered = [(i, raw) for i, raw in enumerate(self.path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+        out = []
+        for k, (lineno, raw) in enumerate(numbered):
+            try:
+                line = raw.decode("utf-8").rstrip("\r")
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, found {type(row).__name__}")
+            except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                if k == len(numbered) - 1:
+                    warnings.warn(f"{self.path}:{lineno}: skipped the last line, which is not a whole JSON object "
+                                  f"(cut off by a crash while it was written?): {e}", stacklevel=3)
+                    break
+                raise ValueError(f"{self.path}:{lineno}: expected one JSON object per line, found a line that "
+                                 f"cannot be read: {e}") from None
+            out.append((row, line))
+        return out
 
 
 def step_metrics(step, batch, scores, adv_stats, update_stats, config, *, step_time, gen_time, lr):
@@ -95,7 +111,7 @@ def _std(x):  # sample std (n - 1), 0 for a single value
 
 
 def read_metrics(run_dir):
-    """Rows of run_dir/metrics.jsonl as a list of dicts."""
+    """Rows of run_dir/metrics.jsonl as a list of dicts; a last line cut off by a crash is skipped with a warning."""
     return JsonlLog(Path(run_dir) / "metrics.jsonl").read()
 
 

@@ -14,6 +14,7 @@ derived ones: num_key_value_heads = num_attention_heads and head_dim = hidden_si
 """
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -64,13 +65,26 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self):
+        """Every value a forward pass depends on is checked here; from_hf_config adds the file's name."""
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"unsupported model_type {self.model_type!r}: expected one of {SUPPORTED_MODEL_TYPES}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim"):
+        for name in _POSITIVE_INTS:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ValueError(f"config {name} must be a positive integer, found {value!r}")
+        for name in ("rms_norm_eps", "rope_theta"):  # eps keeps RMSNorm off 1/0; theta is the base of a power
+            value = getattr(self, name)
+            if not (_is_real(value) and value > 0):
+                raise ValueError(f"config {name} must be a positive finite number, found {value!r}")
+        for name in ("tie_word_embeddings", "attention_bias", "mlp_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config {name} must be true or false, found {getattr(self, name)!r}")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            ids = value if isinstance(value, list) and name == "eos_token_id" else [value]
+            if value is not None and not all(_is_int(i) and i >= 0 for i in ids):
+                raise ValueError(f"config {name} must be a token id (an integer >= 0), a list of them for "
+                                 f"eos_token_id, or null; found {value!r}")
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError(
                 f"num_attention_heads ({self.num_attention_heads}) must be divisible by num_key_value_heads "
@@ -78,13 +92,7 @@ class ModelConfig:
         if self.head_dim % 2 != 0:
             raise ValueError(f"head_dim must be even for rotary embeddings (halves are rotated), found {self.head_dim}")
         if self.rope_scaling is not None:
-            rope_type = self.rope_scaling.get("rope_type")
-            if rope_type not in SUPPORTED_ROPE_TYPES:
-                raise ValueError(f"unsupported rope type {rope_type!r} in rope_scaling: expected one of "
-                                 f"{SUPPORTED_ROPE_TYPES}")
-            missing = [k for k in _LLAMA3_KEYS + ("original_max_position_embeddings",) if k not in self.rope_scaling]
-            if rope_type == "llama3" and missing:
-                raise ValueError(f"rope_scaling of type 'llama3' lacks {missing}; found {self.rope_scaling}")
+            _check_rope_scaling(self.rope_scaling)
 
     @property
     def n_rep(self):
@@ -94,6 +102,8 @@ class ModelConfig:
     @classmethod
     def from_hf_config(cls, config: dict, source: str = "config") -> "ModelConfig":
         """Build from a config.json dict (either transformers spelling); `source` names it in error messages."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{source}: expected a JSON object of model settings, found a {type(config).__name__}")
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"{source}: unsupported model_type {model_type!r}; "
@@ -111,10 +121,10 @@ class ModelConfig:
         if values["num_key_value_heads"] is None:
             values["num_key_value_heads"] = values["num_attention_heads"]
         if values["head_dim"] is None:
-            heads = values["num_attention_heads"]
-            if not isinstance(heads, int) or heads <= 0:
-                raise ValueError(f"{source}: num_attention_heads must be a positive integer, found {heads!r}")
-            if values["hidden_size"] % heads != 0:
+            for name in ("hidden_size", "num_attention_heads"):  # head_dim is derived from them just below
+                if not _is_int(values[name]) or values[name] <= 0:
+                    raise ValueError(f"{source}: config {name} must be a positive integer, found {values[name]!r}")
+            if values["hidden_size"] % values["num_attention_heads"] != 0:
                 raise ValueError(f"{source}: hidden_size ({values['hidden_size']}) is not divisible by "
                                  f"num_attention_heads ({values['num_attention_heads']}) and no head_dim is given")
             values["head_dim"] = values["hidden_size"] // values["num_attention_heads"]
@@ -136,7 +146,7 @@ class ModelConfig:
         if not file.is_file():
             raise FileNotFoundError(f"no config.json found: expected the file {file}")
         try:
-            config = json.loads(file.read_text())
+            config = json.loads(read_utf8(file))
         except json.JSONDecodeError as e:
             raise ValueError(f"{file}: not valid JSON ({e})") from None
         return cls.from_hf_config(config, source=str(file))
@@ -144,6 +154,9 @@ class ModelConfig:
 
 def _read_rope(config, values, source):
     """Return (rope_theta, rope_scaling or None) from either spelling, with the type under 'rope_type'."""
+    for key in ("rope_parameters", "rope_scaling"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise ValueError(f"{source}: config {key} must be an object (or null), found {config[key]!r}")
     params = config.get("rope_parameters")
     if params is not None:  # 5.x: one dict holding theta and the scaling keys
         theta = params.get("rope_theta", config.get("rope_theta", values["rope_theta"]))
@@ -151,6 +164,8 @@ def _read_rope(config, values, source):
     else:  # 4.x: top-level rope_theta and an optional rope_scaling dict
         theta = config.get("rope_theta", values["rope_theta"])
         scaling = dict(config["rope_scaling"]) if config.get("rope_scaling") else None
+    if not _is_real(theta):
+        raise ValueError(f"{source}: config rope_theta must be a positive finite number, found {theta!r}")
     if scaling is not None:
         # "type" is the older synonym of "rope_type"
         rope_type = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
@@ -164,3 +179,49 @@ def _read_rope(config, values, source):
             scaling.setdefault("original_max_position_embeddings", values["max_position_embeddings"])
             scaling = {"rope_type": rope_type, **scaling}
     return float(theta), scaling
+
+
+_POSITIVE_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "head_dim", "max_position_embeddings")
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_rope_scaling(scaling):
+    """The llama3 keys: positive numbers, high_freq_factor above low_freq_factor (the ramp divides by the gap)."""
+    if not isinstance(scaling, dict):
+        raise ValueError(f"config rope_scaling must be an object or null, found {scaling!r}")
+    rope_type = scaling.get("rope_type")
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ValueError(f"unsupported rope type {rope_type!r} in rope_scaling: expected one of {SUPPORTED_ROPE_TYPES}")
+    missing = [k for k in _LLAMA3_KEYS + ("original_max_position_embeddings",) if k not in scaling]
+    if rope_type == "llama3" and missing:
+        raise ValueError(f"rope_scaling of type 'llama3' lacks {missing}; found {scaling}")
+    for key in _LLAMA3_KEYS:
+        if key in scaling and not (_is_real(scaling[key]) and scaling[key] > 0):
+            raise ValueError(f"config rope_scaling.{key} must be a positive finite number, found {scaling[key]!r}")
+    original = scaling.get("original_max_position_embeddings")
+    if original is not None and not (_is_int(original) and original > 0):
+        raise ValueError(f"config rope_scaling.original_max_position_embeddings must be a positive integer, "
+                         f"found {original!r}")
+    if rope_type == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ValueError(f"config rope_scaling.high_freq_factor ({scaling['high_freq_factor']}) must be greater "
+                         f"than low_freq_factor ({scaling['low_freq_factor']})")
+
+
+def read_utf8(file) -> str:
+    """The text of `file`, which must be UTF-8; ValueError "<file>:<line>: ..." naming the first byte that is not."""
+    data = Path(file).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise ValueError(f"{file}:{line}: expected UTF-8 text, found byte 0x{data[e.start]:02x} at column {column} "
+                         f"(a file saved in another encoding, e.g. Latin-1 or Windows-1252?)") from None

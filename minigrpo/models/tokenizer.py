@@ -20,15 +20,22 @@ Conventions, where libraries differ:
       (Qwen3-Embedding pads with <|endoftext|>, the token it also appends to every sequence).
     * vocab_size counts the added tokens too: it is the number of rows the embedding must have at least.
     * Any padding/truncation stored in tokenizer.json is switched off at load; batch_encode does its own.
+    * A checkpoint without a chat template, or without an EOS token, still works, with a fallback: the built-in
+      DEFAULT_CHAT_TEMPLATE, or no stop token (every completion runs to the length limit). Each fallback warns
+      once per tokenizer, when it is first used, naming what is missing and what follows from it. Encoders need
+      neither, so nothing is said at load.
+    * Text files that are not UTF-8 raise ValueError naming the file, the line and the byte.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
 from .chat_template import DEFAULT_CHAT_TEMPLATE, SPECIAL_TOKEN_KEYS, render_chat_template
+from .config import read_utf8
 
 # transformers writes int(1e30) as model_max_length when a checkpoint sets no limit.
 _NO_LIMIT = 10**12
@@ -52,6 +59,12 @@ class Tokenizer:
         self.chat_templates = {"default": chat_template} if isinstance(chat_template, str) else chat_template
         self.add_bos_token = add_bos_token
         self.model_max_length = model_max_length
+        self._warned = set()  # fallbacks already announced by this tokenizer
+
+    def _warn_once(self, key, message):
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"{self.source}: {message}", stacklevel=3)
 
     # ---- special tokens -------------------------------------------------------------------------------------
     @property
@@ -77,7 +90,13 @@ class Tokenizer:
 
     @property
     def eos_token_id(self) -> int | None:
-        return self.token_to_id(self.eos_token) if self.eos_token is not None else None
+        """The id of the EOS token; None (with a warning, once) when the checkpoint sets no eos_token."""
+        if self.eos_token is None:
+            self._warn_once("eos", "the tokenizer has no eos_token (tokenizer_config.json sets none), so generation "
+                                   "has no stop token: every completion runs to the length limit, and SFT targets "
+                                   "end without one")
+            return None
+        return self.token_to_id(self.eos_token)
 
     @property
     def pad_token_id(self) -> int | None:
@@ -156,7 +175,7 @@ class Tokenizer:
     # ---- chat -----------------------------------------------------------------------------------------------
     @property
     def has_chat_template(self) -> bool:
-        """True when the checkpoint ships a template; otherwise DEFAULT_CHAT_TEMPLATE is used."""
+        """True when the checkpoint ships a template; otherwise DEFAULT_CHAT_TEMPLATE is used (with a warning)."""
         return bool(self.chat_templates)
 
     def get_chat_template(self, chat_template: str | None = None, tools=None) -> str:
@@ -169,6 +188,11 @@ class Tokenizer:
         if chat_template is not None:
             return templates.get(chat_template, chat_template)
         if not templates:
+            self._warn_once("chat_template", "the checkpoint has no chat template (no chat_template in "
+                                             "tokenizer_config.json, no chat_template.jinja); chats are rendered "
+                                             "with minigrpo's DEFAULT_CHAT_TEMPLATE, which this model was not "
+                                             "trained on: it may not recognise where its turn ends, and write "
+                                             "until the length limit")
             return DEFAULT_CHAT_TEMPLATE
         if tools is not None and "tool_use" in templates:
             return templates["tool_use"]
@@ -237,7 +261,7 @@ def load_tokenizer(path) -> Tokenizer:
     cfg_file = path / "tokenizer_config.json"
     if cfg_file.is_file():
         try:
-            config = json.loads(cfg_file.read_text(encoding="utf-8"))
+            config = json.loads(read_utf8(cfg_file))
         except json.JSONDecodeError as e:
             raise ValueError(f"{cfg_file} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
         if not isinstance(config, dict):
@@ -247,7 +271,7 @@ def load_tokenizer(path) -> Tokenizer:
     chat_template = _read_chat_template(config.get("chat_template"), cfg_file)
     jinja_file = path / "chat_template.jinja"
     if jinja_file.is_file():
-        chat_template = jinja_file.read_text(encoding="utf-8")
+        chat_template = read_utf8(jinja_file)
     max_len = config.get("model_max_length")
     max_len = int(max_len) if isinstance(max_len, (int, float)) and max_len < _NO_LIMIT else None
     return Tokenizer(backend, special, chat_template, add_bos_token=config.get("add_bos_token"),

@@ -15,20 +15,22 @@ import torch
 
 from minigrpo.data.formats import CompletionFormat
 
-# "B", "b", " B ", "B)", "(B)", "B.", "B:" -- an option letter with the punctuation models put around it.
-_CHOICE = re.compile(r"\(?\s*([A-Za-z])\s*[).:]?")
+# "B", "b", " B ", "(B)", "B)", "B.", "B:" -- an option letter with the punctuation models put around it.
+# A parenthesis that opens must close: "(B" is no answer. "B)" stays, because it is how the prompt labels options.
+_CHOICE = re.compile(r"\(\s*([A-Za-z])\s*\)|([A-Za-z])\s*[).:]?")
 
 
 def answer_letter(answer):
     """The option letter of an answer string, upper-cased, or None when it is not a single letter.
 
-    Tolerant of case, surrounding whitespace and the forms "B)", "(B)", "B.", "B:"; anything longer ("B and C",
-    "Paris") is no letter at all.
+    Tolerant of case, surrounding whitespace and the forms "(B)", "B)", "B.", "B:"; anything longer ("B and C",
+    "Paris") is no letter at all, and neither is a parenthesis left open ("(B", "(B." ): a reply cut off or
+    garbled there is not read as a choice.
     """
     if not isinstance(answer, str):
         return None
     match = _CHOICE.fullmatch(answer.strip())
-    return match.group(1).upper() if match else None
+    return (match.group(1) or match.group(2)).upper() if match else None
 
 
 def _check_lengths(name, completions, items):
@@ -60,12 +62,15 @@ class CorrectnessReward:
 class FormatReward:
     """Format compliance.
 
-    partial=False (the paper's binary reward):  r_i = 1 if parse(c_i).well_formed else 0, i.e. all three sections
-        exactly once, in order, nothing but whitespace outside them, and a bare single-letter answer.
+    partial=False (the paper's binary reward):  r_i = 1 if parse(c_i).well_formed and the letter is one of the
+        item's options, else 0; i.e. all three sections exactly once, in order, nothing but whitespace outside
+        them, and a bare letter (either case) that names an option: "<answer>F</answer>" on a question with options
+        A to D does not follow the format, whose answer section is defined as one option letter.
     partial=True:  r_i = k_i / 3, where k_i = CompletionFormat.count_sections(c_i) is the number of sections that
         appear closed and in order (reasoning, explanation, answer); a well-formed completion scores 1.
         This gives a gradient to a policy that has learned some of the tags but not all, at the price of
-        rewarding stray text outside the tags.
+        rewarding stray text outside the tags. It counts tags only: what the answer section holds is not checked
+        here (correctness, and the binary reward, judge the letter).
     """
 
     fmt: CompletionFormat = field(default_factory=CompletionFormat)
@@ -77,8 +82,12 @@ class FormatReward:
         if self.partial:
             values = [self.fmt.count_sections(text) / 3.0 for text in completions]
         else:
-            values = [float(self.fmt.parse(text).well_formed) for text in completions]
+            values = [float(self._well_formed(text, item)) for text, item in zip(completions, items)]
         return torch.tensor(values, dtype=torch.float32)  # (N,)
+
+    def _well_formed(self, text, item):
+        parsed = self.fmt.parse(text)
+        return parsed.well_formed and parsed.answer.upper() in dict(item.options or {})
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,39 @@ DEFAULT_JUDGE_PROMPT = (
     "Reply with a single integer grade from 1 (useless) to 10 (as good as the reference) and nothing else."
 )
 
-# A number (decimal point or comma, as in "7,5"), optionally followed by "/ denominator".
-_GRADE = re.compile(r"(?<![\d.,])(\d+(?:[.,]\d+)?)(?:\s*/\s*(\d+))?")
+# A number: digits with an optional decimal point or comma ("7,5"), not glued to a word or another number.
+_NUM = r"(?<![\w.,])(\d+(?:[.,]\d+)?)(?![\w]|[.,]\d)"
+# "7/10", "7 out of 10", "7 over 10": a grade with its denominator.
+_FRACTION = re.compile(_NUM + r"\s*(?:/|\bout\s+of\b|\bover\b)\s*" + _NUM)
+# "1 to 10", "1-10", "1 – 10", "between 1 and 10": the scale, never the grade.
+_RANGE = re.compile(_NUM + r"\s*(?:-|\u2013|\u2014|\bto\b)\s*" + _NUM
+                    + r"|\bbetween\s+" + _NUM + r"\s+and\s+" + _NUM, re.IGNORECASE)
+# "grade: 7", "score of 8", "I give it an 8", "I'd rate it 6", "voto 7": a number the reply names as the grade.
+_MARKED = re.compile(r"\b(?:grade[ds]?|scores?|scored|rating|rated?|marks?|give|gave|assign(?:ed)?|award(?:ed)?|"
+                     r"voto|punteggio|valutazione)\b(?:\W+(?:it|this|the|an?|of|as|is|be|would|explanation|answer|"
+                     r"student)\b)*\W*" + _NUM, re.IGNORECASE)
+_NUMBER = re.compile(_NUM)
+
+
+def _number(text):
+    return float(text.replace(",", "."))
 
 
 def parse_grade(text, low=1.0, high=10.0):
-    """The grade in a judge's reply, or None when there is none.
+    """The grade in a judge's reply, or None when there is none. Parses the grade, not the scale.
 
-    Rules: text up to the last "</think>" is dropped (a reasoning model's thoughts are not its answer), and a
-    "<think>" never closed is no grade; the FIRST
-    number of what is left is the grade; "7/10" is accepted when the denominator equals `high`, any other
-    denominator ("4/5") is no grade; the grade must lie in [low, high]. "8" -> 8.0, "Grade: 7/10" -> 7.0,
-    "7,5" -> 7.5, "excellent" -> None, "11" -> None.
+    Rules, in order:
+      1. text up to the last "</think>" is dropped (a reasoning model's thoughts are not its answer), and a
+         "<think>" never closed is no grade;
+      2. a grade written with its denominator ("7/10", "7 out of 10") wins; the last one counts. Its denominator
+         must equal `high`: "4/5" is a different scale, so no grade;
+      3. otherwise the scale is removed first ("1 to 10", "1-10", "between 1 and 10", and any "out of 10" or
+         "/10" left over), so "on a scale of 1 to 10, I give it an 8" reads 8, not 1;
+      4. of what is left, the last number the reply marks as the grade ("grade: 7", "score of 8", "I give it an
+         8", "voto 7") wins; without such a marker, the last number of the reply (judges conclude with it);
+      5. the grade must lie in [low, high].
+    "8" -> 8.0, "Grade: 7/10" -> 7.0, "7,5" -> 7.5, "excellent" -> None, "11" -> None, "on a scale of 1 to 10"
+    -> None.
     """
     if not isinstance(text, str):
         return None
@@ -53,13 +74,17 @@ def parse_grade(text, low=1.0, high=10.0):
         text = text.rsplit("</think>", 1)[1]
     elif "<think>" in text:
         return None  # still thinking when the token budget ran out
-    match = _GRADE.search(text)
-    if match is None:
-        return None
-    grade = float(match.group(1).replace(",", "."))
-    if match.group(2) is not None and float(match.group(2)) != high:
-        return None
-    return grade if low <= grade <= high else None
+    fractions = _FRACTION.findall(text)
+    if fractions:
+        matching = [grade for grade, denominator in fractions if _number(denominator) == high]
+        grade = _number(matching[-1]) if matching else None
+    else:
+        text = _RANGE.sub(" ", text)
+        text = re.sub(r"(?:/|\bout\s+of\b)\s*" + _NUM, " ", text, flags=re.IGNORECASE)
+        marked = _MARKED.findall(text)
+        numbers = marked or _NUMBER.findall(text)
+        grade = _number(numbers[-1]) if numbers else None
+    return grade if grade is not None and low <= grade <= high else None
 
 
 def judge_question(item):

@@ -14,13 +14,28 @@ explanations often have cosine 0.6-0.8. The raw cosine then rewards "sounds like
 
     none        b_i = 0
     constant    b_i = b, a value given by the user (e.g. the mean cosine of unrelated pairs, measured offline)
-    off_target  b_i = mean over the OTHER distinct questions q' != q(i) in the batch of
-                      reduce_j e_i . r_{q',j}
-                i.e. how well the same explanation matches references of questions it does not answer. Each
-                other question counts once however many completions of it the batch holds (questions are told
-                apart by item.id). When the batch holds a single question there is no other question: b_i is
-                then the running mean of the batch-mean off-target baselines of earlier calls, or 0 before any
-                such call (so a run that always has one question per batch gets the `none` baseline).
+    off_target  b_i = b_q(i), with, for each distinct question q of the batch,
+                    b_q = mean over the OTHER distinct questions q' != q of
+                          mean_k reduce_j r_{q',k} . r_{q,j}
+                i.e. the score that an explanation of another question (its tutor's reference r_{q',k}, written in
+                the same style) gets as an explanation of q. It is built from references only, so it is the same
+                for every completion of q: a better match (a higher cos_i) never scores lower. Each other question
+                counts once however many completions of it the batch holds (questions are told apart by
+                item.id). When the batch holds a single question there is no other question: b_i is then the
+                running mean of the batch-mean off-target baselines of earlier calls, or 0 before any such call
+                (so a run that always has one question per batch gets the `none` baseline).
+
+Why the baseline uses no completion. An earlier definition measured the completion's OWN cosine to the other
+questions' references (b_i = mean_q' reduce_j e_i . r_{q',j}). That is a second reward term, not a baseline: it
+pays for being unlike other references, and can rank a worse match higher. With 2-D unit vectors, q's reference
+at 0 degrees and the other question's at 30 degrees, a verbatim copy of the reference (cos 1, b_i = cos 30 = 0.87)
+scored 0.13, while an explanation at -64.5 degrees (cos 0.43, b_i = cos 94.5 = -0.08) scored 0.51. Here both get
+b = 0.87: 0.13 and -0.44.
+
+What a baseline does to GRPO. Every baseline above is the same for all completions of one question, and GRPO's
+advantages are centred within each question's group, so the shift itself cancels. The baseline still matters
+through the clip to [-1, 1], through rescale (the factor 1 / (1 - b) sets the semantic reward's weight against the
+other rewards in the sum), and in the logged reward level.
 
 rescale divides by the room left above the baseline, so a perfect match still scores 1 whatever b_i is.
 
@@ -159,7 +174,7 @@ class SemanticReward:
         sim = torch.stack([self._reduce(expl @ r.to(expl.device).T) for r in refs.values()], dim=1)  # (n, Q)
         own = torch.tensor([column[items[i].id] for i in rows], device=sim.device)                   # (n,)
         cos = sim.gather(1, own[:, None]).squeeze(1)                                                 # (n,)
-        base = self._baseline(sim, own)                                                              # (n,)
+        base = self._baseline(sim, own, refs)                                                        # (n,)
 
         adjusted = cos - base
         if self.rescale:
@@ -169,8 +184,8 @@ class SemanticReward:
                            "frac_scored": len(rows) / n}
         return rewards
 
-    def _baseline(self, sim, own):
-        """b (n,) from the (n, Q) reduced cosines to each distinct question and each row's own column."""
+    def _baseline(self, sim, own, refs):
+        """b (n,) for the rows of the (n, Q) reduced cosines, whose own question is column own (n,)."""
         n, q = sim.shape
         if self.baseline == "none":
             return sim.new_zeros(n)
@@ -180,10 +195,20 @@ class SemanticReward:
             # No other question in the batch: reuse what earlier batches measured, or 0 before any.
             value = self._off_target_sum / self._off_target_calls if self._off_target_calls else 0.0
             return sim.new_full((n,), value)
-        others = torch.ones_like(sim, dtype=torch.bool)
-        others[torch.arange(n, device=sim.device), own] = False
-        base = (sim * others).sum(dim=1) / (q - 1)  # (n,) mean over the Q - 1 other questions
+        base = off_target_baselines(list(refs.values()), self._reduce).to(sim.device)[own]  # (n,)
         if self.training:
             self._off_target_sum += base.mean().item()
             self._off_target_calls += 1
         return base
+
+
+def off_target_baselines(refs, reduce):
+    """b_q (Q,) of the off_target baseline (module docstring) from the references of Q >= 2 distinct questions.
+
+    refs: list of Q tensors (M_q, C), L2-normalised; reduce: (m, M) cosines -> (m,), max or mean over the M.
+    """
+    # score[a, b]: question b's references, taken as explanations of question a, reduced over a's references and
+    # averaged over b's.
+    score = torch.stack([torch.stack([reduce(r_b @ r_a.T).mean() for r_b in refs]) for r_a in refs])  # (Q, Q)
+    others = ~torch.eye(len(refs), dtype=torch.bool, device=score.device)                                # (Q, Q)
+    return (score * others).sum(dim=1) / (len(refs) - 1)                                                 # (Q,)
