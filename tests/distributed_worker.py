@@ -9,6 +9,7 @@ training, the reward state, and what stopped the run (if anything).
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -76,17 +77,19 @@ class Crash(BaseException):
 
 
 class Faulty:
-    """noise, except at training step `at`: NaN for completions of item `item` (on whichever rank holds them), or a
-    Crash on rank `crash_rank` (that process dies)."""
+    """noise, except at training step `at`: NaN for completions of item `item` (on whichever rank holds them), a
+    Crash on rank `crash_rank` (that process dies), or a stall of 600 s on rank `stall_rank`."""
 
-    def __init__(self, at, item=None, crash_rank=None):
-        self.at, self.item, self.crash_rank, self.calls = at, item, crash_rank, 0
+    def __init__(self, at, item=None, crash_rank=None, stall_rank=None):
+        self.at, self.item, self.crash_rank, self.stall_rank, self.calls = at, item, crash_rank, stall_rank, 0
 
     def __call__(self, completions, items):
         self.calls += 1
         rank = dist.get_rank() if dist.is_initialized() else 0
         if self.calls == self.at and self.crash_rank in (rank, "all"):
             raise Crash(f"rank {rank} dies")
+        if self.calls == self.at and self.stall_rank == rank:
+            time.sleep(600)
         out = noise(completions, items)
         if self.calls == self.at and self.item is not None:
             out[[i for i, it in enumerate(items) if it.id == self.item]] = float("nan")
@@ -149,6 +152,8 @@ def run(name, tiny, out):
         raise AssertionError("the NaN reward did not stop the run")
     if name == "crash":  # rank 1 dies in step 2
         make_trainer(tiny, run_dir, rewards(Faulty(at=2, crash_rank=1))).train()
+    if name == "stall":  # rank 1 stalls in step 2; rank 0 waits dist_timeout = 10 s for it, then fails
+        make_trainer(tiny, run_dir, rewards(Faulty(at=2, stall_rank=1)), dist_timeout=10).train()
     raise ValueError(f"unknown scenario {name!r}")
 
 

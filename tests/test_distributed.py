@@ -58,20 +58,22 @@ def finish(proc, log):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{"one": {scenario: result}, "two": {scenario: [rank 0's, rank 1's]}, "crash": (returncode, log)}."""
+    """{"one": {scenario: result}, "two": {scenario: [rank 0's, rank 1's]}, "crash" and "stall": (returncode, log)}."""
     root = tmp_path_factory.mktemp("ddp")
     tiny = make_tiny_checkpoint(root / "tiny", arch="llama", seed=0)
     names = LOSS_SCENARIOS + ["resume", "stop"]
     (root / "two").mkdir()
     (root / "crash").mkdir()
+    (root / "stall").mkdir()
     main_run = torchrun(tiny, root / "two", *names)
     crash_run = torchrun(tiny, root / "crash", "crash")
+    stall_run = torchrun(tiny, root / "stall", "stall")
     one = {name: worker.run(name, tiny, root / "one") for name in names}  # meanwhile, the 1-process reference
     code, log = finish(*main_run)
     assert code == 0, log[-3000:]
     two = {name: [torch.load(root / "two" / name / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
            for name in names}
-    return {"one": one, "two": two, "crash": finish(*crash_run)}
+    return {"one": one, "two": two, "crash": finish(*crash_run), "stall": finish(*stall_run)}
 
 
 def max_diff(a, b):
@@ -154,6 +156,14 @@ def test_a_rank_that_dies_ends_every_process_with_a_message_naming_it(runs):
     code, log = runs["crash"]
     assert code != 0
     assert "minigrpo: rank 1 of 2 failed at step 2: Crash: rank 1 dies" in log
+
+
+def test_a_rank_that_stalls_ends_the_run_after_the_collective_timeout(runs):
+    # rank 1 sleeps 600 s inside step 2's reward; with dist_timeout = 10 s rank 0 gives up waiting for it, and its
+    # failure ends rank 1 too. Without the timeout rank 0 would wait the 600 s and the run would then succeed.
+    code, log = runs["stall"]
+    assert code != 0
+    assert "minigrpo: rank 0 of 2 failed at step 2" in log and "Timed out" in log
 
 
 # ---- one process: every helper is the identity, and the split is checked before any compute ----

@@ -117,10 +117,11 @@ def all_sum(x):
     """Sum over ranks of x, a tensor (a new tensor, on x's device) or a number (a float)."""
     if not _active():
         return x
-    t = torch.as_tensor(x, dtype=torch.float64 if not isinstance(x, torch.Tensor) else None)
-    out = t.detach().to(_comm_device(), copy=True)
+    if not isinstance(x, torch.Tensor):
+        return float(all_sum(torch.tensor(float(x), dtype=torch.float64)))
+    out = x.detach().to(_comm_device(), copy=True)
     dist.all_reduce(out)
-    return out.to(t.device) if isinstance(x, torch.Tensor) else float(out)
+    return out.to(x.device)
 
 
 def all_gather(x):
