@@ -15,7 +15,8 @@ or the new one complete; half-written `.tmp-*` folders are ignored and swept awa
 pointer is missing or names a folder that is gone, the newest `step-*` folder is used.
 
 RNG states saved: Python's `random`, NumPy's global generator, torch's CPU (and every CUDA device's) default
-generator, and the trainer's own sampling generator, so resuming on the same machine samples the same tokens.
+generator, and a caller's own generator when one is passed. GRPOTrainer passes none: its sampling streams are
+keyed by (seed, step, prompt, completion), so resuming samples the same tokens without any saved state.
 """
 
 import json
