@@ -17,6 +17,22 @@ grpo/ (metrics.jsonl, samples.jsonl, checkpoints/) and adapter/ (PEFT format, lo
     python examples/paper_full_scale.py --policy ckpt/DeepSeek-R1-Distill-Llama-8B \\
         --encoder ckpt/Qwen3-Embedding-0.6B --train data/train.jsonl --eval data/eval.jsonl \\
         --out runs/full --gradient-checkpointing
+
+Several GPUs (one node; for several nodes add --nnodes, --node_rank and --rdzv_endpoint, with --out on a
+filesystem every node sees): the same command under torchrun, one process per GPU,
+
+    torchrun --nproc_per_node 4 examples/paper_full_scale.py --policy ... --prompts-per-step 8 ...
+
+--prompts-per-step stays the GLOBAL batch (a multiple of the number of GPUs): each GPU rolls out, scores and
+trains on its share of whole groups, and the run (rewards, adapter) is the one a single GPU would make, up to
+the order of float sums. Each GPU (rank) holds in memory:
+    replicated    the whole bf16 policy (16.06 GB), the encoder (1.19 GB), the LoRA weights, gradients and AdamW
+                  moments (0.44 GB), and a flat float32 copy of the LoRA gradients while they are all-reduced
+                  (27M floats, 0.11 GB)
+    its share     the KV cache and the training activations of prompts-per-step / GPUs prompts x K completions
+so more GPUs shrink only the batch-dependent part: the estimate printed first is per GPU, for its share (for the
+paper's 4 x 6 rows: 35.2 GB on 1 GPU, 26.6 GB each on 2, 22.3 GB each on 4). SFT (--sft-steps) and the held-out
+evaluations run on every GPU (the same work, no waiting on each other); rank 0 writes every file.
 """
 
 import argparse
@@ -31,6 +47,7 @@ import torch
 from minigrpo.data import DEFAULT_SYSTEM_PROMPT, R1_FORMAT, load_mcq_jsonl, render_prompt, sft_target
 from minigrpo.eval import evaluate_policy
 from minigrpo.grpo.config import GRPOConfig
+from minigrpo.grpo.distributed import broadcast_parameters, is_main, setup, world_size
 from minigrpo.grpo.logprobs import CHUNK_ELEMENTS
 from minigrpo.grpo.trainer import GRPOTrainer
 from minigrpo.lora import inject_lora, merge_and_unload, save_adapter
@@ -195,8 +212,9 @@ def estimate_memory_gb(policy_config, encoder_config, *, lora_r, targets, batch_
     }
 
 
-def format_estimate(est, gradient_checkpointing, headroom=0.9):
-    lines = [f"memory estimate for one {est['budget_gb']:.0f} GB GPU (GB = 1e9 bytes):"]
+def format_estimate(est, gradient_checkpointing, headroom=0.9, gpus=1):
+    share = f", each of {gpus} holding 1/{gpus} of the batch" if gpus > 1 else ""
+    lines = [f"memory estimate for one {est['budget_gb']:.0f} GB GPU{share} (GB = 1e9 bytes):"]
     for key, label in (("policy_weights", f"policy weights ({est['policy_params'] / 1e9:.2f}B params)"),
                        ("encoder_weights", f"encoder weights ({est['encoder_params'] / 1e9:.2f}B params)"),
                        ("lora_state", f"LoRA weights + grads + AdamW, fp32 ({est['lora_params']:,} params)"),
@@ -239,6 +257,7 @@ def sft_with_merged_lora(policy, tokenizer, items, prompt_fn, args, autocast):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.device = str(setup(args.device))  # under torchrun: join the process group, take cuda:LOCAL_RANK
     torch.manual_seed(args.seed)
     run, t_start = Path(args.out), time.perf_counter()
     dtype = DTYPES[args.dtype]
@@ -250,12 +269,14 @@ def main(argv=None):
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, learning_rate=args.lr, device=args.device,
         dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing, resume=args.resume,
         save_interval=args.save_interval, seed=args.seed, progress=not args.quiet)
-    estimate = estimate_memory_gb(
-        policy_cfg, encoder_cfg, lora_r=config.lora_r, targets=config.lora_targets, batch_rows=config.batch_rows,
+    estimate = estimate_memory_gb(  # per GPU: its share of the global batch
+        policy_cfg, encoder_cfg, lora_r=config.lora_r, targets=config.lora_targets,
+        batch_rows=config.batch_rows // world_size(),
         prompt_len=config.max_prompt_length, completion_len=config.max_completion_length,
         dtype_bytes=torch.finfo(dtype).bits // 8, gradient_checkpointing=config.gradient_checkpointing,
         logprob_chunk_size=config.logprob_chunk_size)
-    print(format_estimate(estimate, config.gradient_checkpointing))
+    if is_main():
+        print(format_estimate(estimate, config.gradient_checkpointing, gpus=world_size()))
     if args.estimate_only:
         return {"memory_estimate": estimate}
     if not (args.train and args.eval):
@@ -267,7 +288,8 @@ def main(argv=None):
     train_items, eval_items = load_mcq_jsonl(args.train), load_mcq_jsonl(args.eval)
     if args.eval_items:
         eval_items = eval_items[:args.eval_items]
-    print(f"data: {len(train_items)} train / {len(eval_items)} held-out items")
+    if is_main():
+        print(f"data: {len(train_items)} train / {len(eval_items)} held-out items")
     results_path = run / "results.json"
     previous = json.loads(results_path.read_text()) if args.resume and results_path.exists() else {}
     results = {"args": vars(args), "memory_estimate": estimate}
@@ -292,15 +314,19 @@ def main(argv=None):
         sft_dir = run / "sft"
         if args.resume and (sft_dir / "config.json").exists():
             policy = load_causal_lm(sft_dir, dtype=dtype, device=args.device)
-            print(f"sft: loaded {sft_dir}")
+            done = f"sft: loaded {sft_dir}"
         else:
             if args.gradient_checkpointing:
                 policy.model.gradient_checkpointing = True
             losses = sft_with_merged_lora(policy, tok, train_items, prompt_fn, args, autocast)
             policy.model.gradient_checkpointing = False
-            save_model(policy, sft_dir, Path(args.policy) / "config.json", args.policy)
+            broadcast_parameters(list(policy.parameters()))  # under torchrun: rank 0's SFT weights on every rank
+            if is_main():
+                save_model(policy, sft_dir, Path(args.policy) / "config.json", args.policy)
             results["sft"] = {"steps": args.sft_steps, "first_loss": losses[0], "last_loss": losses[-1]}
-            print(f"sft: loss {losses[0]:.3f} -> {losses[-1]:.3f}, saved {sft_dir}")
+            done = f"sft: loss {losses[0]:.3f} -> {losses[-1]:.3f}, saved {sft_dir}"
+        if is_main():
+            print(done)
         if "sft" in previous and "sft" not in results:
             results["sft"] = previous["sft"]
 
@@ -308,13 +334,15 @@ def main(argv=None):
     with autocast():
         results["before"] = previous.get("before") or evaluate(policy).as_dict()
     GRPOTrainer(policy, tok, reward_fns, train_items, prompt_fn, config).train()
-    save_adapter(policy, run / "adapter", base_model_name_or_path=str(args.policy))
+    if is_main():
+        save_adapter(policy, run / "adapter", base_model_name_or_path=str(args.policy))
     with autocast():
         results["after"] = evaluate(policy).as_dict()
     results["wall_seconds"] = round(time.perf_counter() - t_start, 1)
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results, args.reward)
-    print(f"wrote {results_path}, adapter in {run / 'adapter'}")
+    if is_main():
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        print_table(results, args.reward)
+        print(f"wrote {results_path}, adapter in {run / 'adapter'}")
     return results
 
 

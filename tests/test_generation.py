@@ -274,3 +274,20 @@ def test_bf16_model_decodes_into_a_bf16_cache(tmp_path, monkeypatch):
     out = generate(lm, *padded_prompts(), max_new_tokens=4, temperature=0.0)
     assert cache_dtypes == [torch.bfloat16]
     assert out.completion_ids.shape == (3, 4) and out.completion_ids.dtype == torch.long
+
+
+def test_a_row_seeded_sample_does_not_depend_on_the_other_rows(tiny_pair):
+    _, lm = tiny_pair
+    ids, mask = padded_prompts()  # three prompts of 7, 4 and 2 real tokens
+    kw = dict(max_new_tokens=8, temperature=1.0, top_k=30)
+    batch = generate(lm, ids, mask, row_seeds=[11, 22, 33], **kw).completion_ids  # (3, N)
+    # row 1 alone (its prompt unpadded), and beside other rows with other seeds
+    alone = generate(lm, ids[1:2, 3:], mask[1:2, 3:], row_seeds=[22], **kw).completion_ids
+    shuffled = generate(lm, ids[[2, 1, 0]], mask[[2, 1, 0]], row_seeds=[5, 22, 6], **kw).completion_ids
+    assert batch.shape == (3, 8) and alone.shape == (1, 8)  # no eos_token_id: every row runs to the end
+    assert torch.equal(batch[1], alone[0]) and torch.equal(batch[1], shuffled[1])
+    assert not torch.equal(batch[0], batch[1])  # seeds differ, samples differ
+    with pytest.raises(ValueError, match="one seed per prompt row"):
+        generate(lm, ids, mask, row_seeds=[1, 2], **kw)
+    with pytest.raises(ValueError, match="either one generator"):
+        generate(lm, ids, mask, row_seeds=[1, 2, 3], generator=torch.Generator().manual_seed(0), **kw)

@@ -32,7 +32,7 @@ def test_fields_that_change_only_how_or_where_may_differ():
     after = dataclasses.replace(before, progress=False, sample_interval=1, num_samples=1, save_interval=5,
                                 save_total_limit=5, resume=True, run_dir="elsewhere", device="cpu",
                                 gradient_checkpointing=True, logprob_chunk_size=0, gradient_accumulation_steps=3,
-                                max_steps=2000)
+                                max_steps=2000, dist_timeout=30)
     assert {f.name for f in dataclasses.fields(GRPOConfig) if getattr(before, f.name) != getattr(after, f.name)} \
         == set(FREE_FIELDS)
     assert resume_conflicts(saved(before), after) == []

@@ -6,6 +6,7 @@ import torch
 
 from minigrpo.data.formats import R1_FORMAT, CompletionFormat
 from minigrpo.data.mcq import MCQItem
+from minigrpo.rewards.combine import global_batch
 from minigrpo.rewards.semantic import SemanticReward
 
 FMT = CompletionFormat()
@@ -148,6 +149,35 @@ def test_eval_mode_reads_the_running_mean_without_updating_it():
     reward.train()
     reward(completions, items)
     assert reward.state_dict()["off_target_calls"] == state["off_target_calls"] + 1
+
+
+def test_under_global_batch_each_share_is_scored_as_in_the_whole_batch():
+    # two data-parallel ranks: rank 0 holds q1's row and one q2 row, rank 1 the other q2 row and q3's
+    enc, completions, items = off_target_batch()
+    whole = SemanticReward(enc)
+    expected = whole(completions, items)
+    sent = []  # what each rank hands to all_sum when the block ends: (sum of its rows' b, its rows)
+    for rows in (slice(0, 2), slice(2, 4)):
+        reward = SemanticReward(enc)
+        with global_batch({"semantic": reward}, items, all_sum=lambda t: sent.append(t.tolist()) or t):
+            out = reward(completions[rows], items[rows])
+        torch.testing.assert_close(out, expected[rows], atol=1e-6, rtol=0)
+    # b per row (B1, B2, B3 above): q1, q2 on rank 0 | q2, q3 on rank 1
+    assert sent == [pytest.approx([B1 + B2, 2.0], abs=1e-6), pytest.approx([B2 + B3, 2.0], abs=1e-6)]
+    # when all_sum adds both ranks' contributions, a rank's running mean is the whole batch's
+    both = torch.tensor(sent, dtype=torch.float64).sum(dim=0)
+    reward = SemanticReward(enc)
+    with global_batch({"semantic": reward}, items, all_sum=lambda t: both):
+        reward(completions[:2], items[:2])
+    assert reward.state_dict() == pytest.approx(whole.state_dict(), abs=1e-6)
+
+
+def test_global_batch_refuses_a_completion_of_an_item_outside_it():
+    enc, completions, items = off_target_batch()
+    reward = SemanticReward(enc)
+    with pytest.raises(ValueError, match="item 'q3' is not in global_batch"):
+        with global_batch({"semantic": reward}, items[:3], all_sum=lambda t: t):
+            reward(completions, items)
 
 
 def test_state_dict_round_trip_gives_the_same_rewards():

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from minigrpo.generation.sampling import (apply_temperature, draw_from_logits, sample_next_token, top_k_filter,
-                                         top_p_filter)
+from minigrpo.generation.sampling import (apply_temperature, draw_from_logits, row_uniforms, sample_next_token,
+                                         stream_seed, top_k_filter, top_p_filter)
 
 INF = float("inf")
 
@@ -132,3 +132,43 @@ def test_sampling_frequencies_match_the_filtered_distribution():
     assert freq[3] == 0 and freq[4] == 0
     assert (freq - expected).abs().max() < eps
     assert 2 * math.exp(-2 * n * eps**2) * 3 < 1e-6  # the bound stated above
+
+
+# ---------------------------------------------------------------- per-row streams
+
+def test_stream_seed_is_a_pure_function_of_its_key_and_tells_keys_apart():
+    assert stream_seed(0, 3, 5, 1) == stream_seed(0, 3, 5, 1)
+    keys = [(s, step, p, j) for s in (0, 1) for step in (1, 2) for p in range(4) for j in range(3)]
+    assert len({stream_seed(*k) for k in keys}) == len(keys)
+    assert stream_seed(0, 1, 2) != stream_seed(0, 2, 1)  # order matters
+    assert 0 <= stream_seed(-1) < 2**64
+    with pytest.raises(ValueError, match="key of ints"):
+        stream_seed(0, 1.5)
+
+
+def test_row_uniforms_depend_on_the_row_seed_alone():
+    alone = row_uniforms([7], 5)
+    among = row_uniforms([3, 7, 11], 5)
+    assert alone.shape == (1, 5) and among.shape == (3, 5) and among.dtype == torch.float64
+    assert torch.equal(among[1], alone[0])
+    assert torch.equal(alone[0], torch.rand(5, generator=torch.Generator().manual_seed(7), dtype=torch.float64))
+
+
+def test_per_row_streams_sample_the_filtered_distribution():
+    """The test above with uniforms from n per-row streams (stream_seed(0, 1, p, 0) for p < n) instead of one
+    generator: the same law [0.4, 0.3, 0.15, 0, 0] / 0.85, the same Hoeffding bound (failure < 7e-7)."""
+    n, eps = 20_000, 0.02
+    logits = logits_of([0.4, 0.3, 0.15, 0.1, 0.05]).expand(n, -1)
+    u = row_uniforms([stream_seed(0, 1, p, 0) for p in range(n)], 1)[:, 0]  # (n,)
+    tokens = sample_next_token(logits, temperature=1.0, top_k=4, top_p=0.8, uniforms=u)
+    freq = torch.bincount(tokens, minlength=5).double() / n
+    expected = torch.tensor([0.4, 0.3, 0.15, 0.0, 0.0], dtype=torch.float64) / 0.85
+    assert freq[3] == 0 and freq[4] == 0
+    assert (freq - expected).abs().max() < eps
+
+
+def test_inverse_cdf_reads_the_given_uniform():
+    # probs [0.5, 0.25, 0.25]: cumulative [0.5, 0.75, 1]; the token is the first v with F_v > u
+    logits = logits_of([0.5, 0.25, 0.25]).expand(4, -1)
+    tokens = draw_from_logits(logits, uniforms=torch.tensor([0.0, 0.49, 0.5, 0.99], dtype=torch.float64))
+    assert tokens.tolist() == [0, 0, 1, 2]

@@ -93,6 +93,9 @@ def test_a_step_changes_only_lora_weights_and_logs_every_metric(tiny, tmp_path):
                 "completion_length/max", "completion_length/frac_truncated", "grad_norm", "learning_rate",
                 "tokens_per_second", "step_time"):
         assert key in row and row[key] is not None and math.isfinite(row[key]), key
+    assert row["world_size"] == 1
+    assert row["hacking/noise/mean"] == row["rewards/noise/mean"] and "hacking/len_reward_corr" in row
+    assert row["hacking/copy_question_frac"] is None  # the items are plain prompts, without a question
     assert read_metrics(t.config.run_dir) == [json.loads(json.dumps(row))]
     samples = [json.loads(line) for line in open(tmp_path / "run" / "samples.jsonl")]
     assert len(samples) == 2 and set(samples[0]["rewards"]) == {"noise"}

@@ -37,16 +37,17 @@ In a pipeline (SemanticReward, RougeLReward from minigrpo.rewards; ds a syntheti
     report = hacking_report(eval_items, rewards, paraphrases={it.id: ds.paraphrases(it)[0] for it in eval_items})
     print(format_hacking_table(report)); plot_hacking(report, out / "hacking.png")        # plots.plot_hacking
 
-and in the GRPO trainer's metrics row: row.update(training_signals(texts, items, rewards, total, lengths)).
+The training-time signs of hacking (hacking/* keys in every metrics.jsonl row) live with the trainer, in
+minigrpo.grpo.hacking_signals; `training_signals`, `copies_question` and `pearson` are re-exported here.
 """
 
 import math
 import random
 
 import numpy as np
-from rouge_score import rouge_scorer
 
 from minigrpo.data.formats import CompletionFormat
+from minigrpo.grpo.hacking_signals import copies_question, pearson, training_signals  # noqa: F401  (re-exported)
 
 from .judges import phrase_pattern, states
 
@@ -180,56 +181,3 @@ def format_hacking_table(report):
         lines += ["", f"{'swap > paraphrase':<18}"
                   + "".join(f"{report['rewards'][n]['swap_beats_paraphrase']:>{width}.2f}" for n in names)]
     return "\n".join(lines)
-
-
-# ---- training-time signs of hacking -----------------------------------------------------------------------------
-
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"])
-
-
-def copies_question(explanation, question, min_recall=0.8):
-    """True when ROUGE-L recall of the question by the explanation, LCS / (question tokens), is >= min_recall.
-
-    Tokens are rouge-score's (lower-cased runs of [a-z0-9]). An empty explanation copies nothing.
-    """
-    if not explanation or not explanation.strip():
-        return False
-    return _ROUGE.score(question, explanation)["rougeL"].recall >= min_recall  # score(target, prediction)
-
-
-def pearson(x, y):
-    """Pearson correlation sum (x - mx)(y - my) / sqrt(sum (x - mx)^2 sum (y - my)^2); 0 when x or y is constant."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
-    return float((dx * dy).sum() / denom) if denom > 0 else 0.0
-
-
-def training_signals(completions, items, rewards_by_component, total, lengths, *, fmt=CompletionFormat(),
-                     min_recall=0.8):
-    """Signs of reward hacking in one GRPO batch, as metrics.jsonl keys:
-
-        hacking/<name>/mean, hacking/<name>/std   per reward component (sample std, n - 1; 0 for one value)
-        hacking/len_reward_corr                   pearson(completion lengths, total reward) within the batch,
-                                                  0 when either is constant
-        hacking/copy_question_frac                fraction of completions whose explanation (fmt.parse)
-                                                  `copies_question` (ROUGE-L recall of the question >= min_recall)
-
-    Args: completions (N texts), items (N items), rewards_by_component {name: N values}, total (N values),
-    lengths (N completion lengths, e.g. tokens).
-    """
-    n = len(completions)
-    if not len(items) == len(total) == len(lengths) == n:
-        raise ValueError(f"training_signals: expected N values everywhere, found {n} completions, {len(items)} "
-                         f"items, {len(total)} totals and {len(lengths)} lengths")
-    row = {}
-    for name, values in rewards_by_component.items():
-        v = np.asarray([float(x) for x in values], dtype=np.float64)
-        if len(v) != n:
-            raise ValueError(f"training_signals: reward {name!r} has {len(v)} values for {n} completions")
-        row[f"hacking/{name}/mean"] = float(v.mean())
-        row[f"hacking/{name}/std"] = float(v.std(ddof=1)) if n > 1 else 0.0
-    row["hacking/len_reward_corr"] = pearson([float(x) for x in lengths], [float(x) for x in total])
-    copies = [copies_question(fmt.parse(c).explanation, it.question, min_recall) for c, it in zip(completions, items)]
-    row["hacking/copy_question_frac"] = sum(copies) / n if n else 0.0
-    return row

@@ -11,6 +11,9 @@ Conventions (the same as transformers' `generate()`, so that greedy decoding is 
 - A row stops at its first EOS; the EOS token stays in the completion with mask 1 (so the policy learns to
   stop), every later slot holds `pad_token_id` with mask 0. Finished rows keep being fed pads (their outputs are
   ignored), and the loop ends as soon as every row has stopped, so N = max_new_tokens or fewer.
+- Randomness: the uniforms every draw reads are made before the loop, one row of max_new_tokens per sequence
+  (`_uniform_table`): from one `generator` for the whole batch, or from each row's own seed (`row_seeds`), in
+  which case a row's tokens depend on its seed and prompt only, not on the rest of the batch.
 
 Shapes: B rows, P prompt length, N new tokens, S = P + N cache slots, V vocabulary.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from minigrpo.generation.prompts import position_ids
-from minigrpo.generation.sampling import check_sampling_args, sample_next_token
+from minigrpo.generation.sampling import check_sampling_args, row_uniforms, sample_next_token
 from minigrpo.models.kv_cache import KVCache
 
 
@@ -104,7 +107,7 @@ def _last_logits(model, input_ids, attention_mask, position_ids, cache):
 
 
 def generate(model, prompt_ids, prompt_mask, *, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-             eos_token_id=None, pad_token_id=0, generator=None):
+             eos_token_id=None, pad_token_id=0, generator=None, row_seeds=None):
     """Sample up to max_new_tokens tokens after each left-padded prompt; returns a GenerationOutput.
 
     model: a CausalLM (uses `hidden_states(...)`, `lm_head`, `config` and `model.embed_tokens` for the device and
@@ -114,23 +117,41 @@ def generate(model, prompt_ids, prompt_mask, *, max_new_tokens, temperature=1.0,
     temperature: 0 = greedy (argmax); else softmax(logits / temperature), filtered by top_k (0 = off) and
         top_p (1 = off) as in `sampling.py`.
     eos_token_id: None (never stop early), an int, or a collection of ints (any of them stops the row).
-    generator: a torch.Generator on the model's device, for reproducible sampling.
+    generator: a torch.Generator on the model's device, for reproducible sampling of the whole batch.
+    row_seeds: instead of `generator`, one int seed per row (B): row b samples from its own stream
+        (sampling.row_uniforms), so its tokens do not depend on the other rows, or on how many there are.
     """
     check_prompts(prompt_ids, prompt_mask, max_new_tokens, model.config.max_position_embeddings)
     check_sampling_args(temperature, top_k, top_p)
     # the cache holds what the layers compute, in the dtype of the activations, i.e. of the token embeddings
     weight = model.model.embed_tokens.weight
     eos_ids = _eos_tensor(eos_token_id, weight.device)
+    uniforms = None if temperature == 0 else _uniform_table(prompt_ids.shape[0], max_new_tokens, generator,
+                                                             row_seeds, weight.device)  # (B, max_new_tokens)
     with torch.inference_mode():
         completion_ids, completion_mask = _sample_loop(
             model, prompt_ids.to(weight.device), prompt_mask.to(weight.device), max_new_tokens, eos_ids,
-            pad_token_id, weight.dtype, dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator))
+            pad_token_id, weight.dtype, dict(temperature=temperature, top_k=top_k, top_p=top_p), uniforms)
     # clone outside inference mode: inference tensors cannot be saved for backward (e.g. as a gather index)
     return GenerationOutput(completion_ids=completion_ids.clone(), completion_mask=completion_mask.clone())
 
 
-def _sample_loop(model, prompt_ids, prompt_mask, max_new_tokens, eos_ids, pad_token_id, dtype, sampling):
-    """The prefill and decoding loop of `generate`, on checked inputs; returns completion ids and mask (B, N)."""
+def _uniform_table(batch, max_new_tokens, generator, row_seeds, device):
+    """(B, max_new_tokens) float64 uniforms, column t read by the draw of token t: each row's own stream when
+    row_seeds is given, else drawn from `generator` (or torch's global generator when None)."""
+    if row_seeds is None:
+        return torch.rand(batch, max_new_tokens, generator=generator, dtype=torch.float64, device=device)
+    if generator is not None:
+        raise ValueError("generate: pass either one generator for the batch or row_seeds (one per row), not both")
+    if len(row_seeds) != batch:
+        raise ValueError(f"generate: row_seeds must hold one seed per prompt row, found {len(row_seeds)} for "
+                         f"{batch} rows")
+    return row_uniforms(row_seeds, max_new_tokens, device)
+
+
+def _sample_loop(model, prompt_ids, prompt_mask, max_new_tokens, eos_ids, pad_token_id, dtype, sampling, uniforms):
+    """The prefill and decoding loop of `generate`, on checked inputs; returns completion ids and mask (B, N).
+    uniforms: (B, max_new_tokens), or None for greedy decoding."""
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
     cache = KVCache.for_model(model.config, batch, prompt_len + max_new_tokens, dtype=dtype, device=device)
@@ -152,7 +173,7 @@ def _sample_loop(model, prompt_ids, prompt_mask, max_new_tokens, eos_ids, pad_to
     completion_mask = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=device)  # (B, N)
     running = torch.ones(batch, dtype=torch.bool, device=device)  # (B,) rows that have not emitted EOS yet
     for t in range(max_new_tokens):
-        token = sample_next_token(logits, **sampling)  # (B,)
+        token = sample_next_token(logits, **sampling, uniforms=None if uniforms is None else uniforms[:, t])  # (B,)
         if eos_ids is None:
             completion_mask[:, t] = 1
         else:

@@ -5,11 +5,15 @@ in the order `generate()` applies them (temperature -> top-k -> top-p), each kee
 `min_tokens_to_keep = 1` token. A filtered logit becomes -inf, so it gets probability exactly 0 after softmax.
 
 The draw itself is inverse-CDF sampling (`draw_from_logits`): the same law as transformers' torch.multinomial,
-so the same tokens in distribution, though not the same tokens for a given seed.
+so the same tokens in distribution, though not the same tokens for a given seed. Each draw reads one uniform
+number per row; `row_uniforms` gives every row its own stream of them, seeded by `stream_seed` from a key such as
+(seed, step, prompt index, completion index), so what a row samples depends on its key alone: not on the other
+rows of the batch, the batch size, or which process of a data-parallel run samples it.
 
 Shapes: B rows, V vocabulary. The filters take logits (B, V) and return (B, V); the draws return tokens (B,).
 """
 
+import numpy as np
 import torch
 
 NEG_INF = float("-inf")
@@ -70,7 +74,31 @@ def top_p_filter(logits, top_p, min_tokens_to_keep=1):
     return logits.masked_fill(remove, NEG_INF)
 
 
-def draw_from_logits(logits, generator=None):
+def stream_seed(*key):
+    """A 64-bit seed that is a pure function of a key of ints, e.g. (seed, step, prompt index, completion index).
+
+    The key is hashed by NumPy's SeedSequence (the tool NumPy provides for deriving independent streams), so keys
+    that differ in one place give unrelated seeds. Negative ints are taken modulo 2**64.
+    """
+    if not key or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in key):
+        raise ValueError(f"stream_seed: expected a key of ints, found {key!r}")
+    entropy = [int(k) % 2**64 for k in key]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def row_uniforms(row_seeds, n, device="cpu"):
+    """(B, n) float64 uniforms in [0, 1): row b holds the first n numbers of its own generator,
+    torch.Generator().manual_seed(row_seeds[b]) (CPU, so the numbers do not depend on the device either).
+
+    Row b depends on row_seeds[b] alone: not on the other rows, nor on B.
+    """
+    rows = [torch.rand(n, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64) for s in row_seeds]
+    if not rows:
+        raise ValueError("row_uniforms: expected at least one row seed, found none")
+    return torch.stack(rows).to(device)  # (B, n)
+
+
+def draw_from_logits(logits, generator=None, *, uniforms=None):
     """One token per row of Categorical(softmax(logits)), logits (B, V) -> (B,) long, by inverse-CDF sampling:
 
         w_v = exp(logit_v - max_v logit_v),  F_v = w_1 + ... + w_v,  u ~ Uniform[0, 1),
@@ -81,21 +109,25 @@ def draw_from_logits(logits, generator=None):
     instead of V (multinomial draws an exponential variable per vocabulary entry), which on CPU dominates a
     decoding step at large B * V. The cumulative sum is taken in float64 so that rounding over a vocabulary of
     ~10^5 entries stays far below any probability that matters.
+
+    uniforms: (B,) the u of each row (e.g. a column of `row_uniforms`); None draws them from `generator`.
     """
     weights = (logits - logits.amax(dim=-1, keepdim=True)).exp()  # (B, V), max entry 1
     cdf = weights.double().cumsum_(dim=-1)  # (B, V) nondecreasing
-    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    if uniforms is None:
+        uniforms = torch.rand(cdf.shape[0], generator=generator, dtype=cdf.dtype, device=cdf.device)
+    u = uniforms.to(cdf.device, cdf.dtype)[:, None] * cdf[:, -1:]  # (B, 1)
     token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first v with F_v > u * F_V
     return token.clamp_(max=logits.shape[-1] - 1)  # u * F_V rounding up to F_V would give V
 
 
-def sample_next_token(logits, *, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+def sample_next_token(logits, *, temperature=1.0, top_k=0, top_p=1.0, generator=None, uniforms=None):
     """Pick one token per row from logits (B, V); returns (B,) long.
 
     temperature = 0: greedy, argmax(logits) (the first index on ties), top_k/top_p are irrelevant.
     Otherwise: token ~ Categorical(softmax(top_p(top_k(logits / temperature)))), drawn by `draw_from_logits`
-    with `generator`, so a seeded generator reproduces the same tokens. Filtering is done in float32 like
-    transformers' generate, whatever the model dtype.
+    with `uniforms` (B,) when given, else with `generator`, so a seeded generator reproduces the same tokens.
+    Filtering is done in float32 like transformers' generate, whatever the model dtype.
     """
     check_sampling_args(temperature, top_k, top_p)
     if temperature == 0:
@@ -103,4 +135,4 @@ def sample_next_token(logits, *, temperature=1.0, top_k=0, top_p=1.0, generator=
     scores = apply_temperature(logits.float(), temperature)
     scores = top_k_filter(scores, top_k)
     scores = top_p_filter(scores, top_p)
-    return draw_from_logits(scores, generator)
+    return draw_from_logits(scores, generator, uniforms=uniforms)

@@ -41,6 +41,13 @@ GRPOTrainer defaults.
    (lora.merged: no adapter matmuls per token; W is restored bit for bit afterwards), which equal the policy up
    to float32 rounding; old log-probs are then recomputed through the adapters, as TRL does when vLLM holds
    merged weights. bf16 models sample through the unmerged adapters unless merge_for_generation=True.
+11. Data parallel (torchrun): the number of processes changes the speed, not the run. prompts_per_step is the
+   global batch and each rank samples whole groups; completion j of prompt p draws from a random stream keyed by
+   (seed, step, p, j), never by rank; advantages come from the all-gathered rewards; every normaliser that spans
+   the batch (rows, tokens, the reward std of scale="batch", the semantic reward's off-target questions) is the
+   global batch's; one all-reduce sums the LoRA gradients. TRL (through accelerate) also gathers the rewards and
+   uses the global token count for dapo, but seeds sampling per process, so its completions depend on the
+   number of processes, and its bnpo divides by each process's own token count before DDP averages them.
 
 Modules, in the order GRPOTrainer.train_step calls them:
     prompt_sampler.py   which items a step draws its prompts from
@@ -50,9 +57,10 @@ Modules, in the order GRPOTrainer.train_step calls them:
     logprobs.py         per-token log-probs: the fused fast path and the plain oracle
     kl.py, loss.py      the k3 KL estimate; the clipped policy loss and the micro-batch weights
     microbatch.py       micro-batch slices and statistics, gradient checkpointing
-    metrics.py          the metrics.jsonl and samples.jsonl rows
+    metrics.py          the metrics.jsonl and samples.jsonl rows; hacking_signals.py, the hacking/* keys
 and around the step: config.py (GRPOConfig), checkpoint.py (atomic checkpoints, RNG states), resume.py (what a
-resumed run may change), trainer.py (GRPOTrainer: the loop, failures, resuming).
+resumed run may change), distributed.py (torchrun: the process group and the step's collectives), trainer.py
+(GRPOTrainer: the loop, failures, resuming).
 
 Public API:
     group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, completion_logprobs,

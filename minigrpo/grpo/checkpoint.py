@@ -26,7 +26,8 @@ A checkpoint is the last good state of a run, so save_checkpoint refuses adapter
 error names the tensor) instead of writing them.
 
 RNG states saved: Python's `random`, NumPy's global generator, torch's CPU (and every CUDA device's) default
-generator, and the trainer's own sampling generator, so resuming on the same machine samples the same tokens.
+generator, and a caller's own generator when one is passed. GRPOTrainer passes none: its sampling streams are
+keyed by (seed, step, prompt, completion), so resuming samples the same tokens without any saved state.
 """
 
 import hashlib

@@ -29,7 +29,8 @@ def _f(default, help, **kw):
 @dataclass(frozen=True)
 class GRPOConfig:
     # ---- sampling: what one step generates ----
-    prompts_per_step: int = _f(4, "Prompts sampled per step; the generation batch is prompts_per_step * num_generations rows.")
+    prompts_per_step: int = _f(4, "Prompts sampled per step; the generation batch is prompts_per_step * num_generations rows. "
+                                  "Under torchrun it is the global batch, split evenly over the ranks.")
     num_generations: int = _f(6, "K (G): completions sampled per prompt, the group the advantages are relative to. >= 2.")
     max_prompt_length: int = _f(512, "Prompt tokens kept; longer prompts lose their *beginning* (left truncation, as TRL), "
                                      "so the question, the options and the generation prompt at the end survive.")
@@ -59,7 +60,8 @@ class GRPOConfig:
     # ---- optimisation ----
     max_steps: int = _f(1000, "Generation steps to run (paper: 1000).")
     gradient_accumulation_steps: int = _f(1, "Micro-batches per update: the batch's rows are split in this many equal "
-                                             "parts whose gradients add up to the full batch's.")
+                                             "parts whose gradients add up to the full batch's (under torchrun: "
+                                             "each rank's share of the rows).")
     learning_rate: float = _f(1e-5, "AdamW lr for the LoRA weights. 1e-5: LoRA wants ~10x the lr of full fine-tuning "
                                     "(GRPO full fine-tunes use ~1e-6; TRL's 'LoRA without regret' uses 1e-5..5e-5).")
     lr_schedule: str = _f("cosine", "constant or cosine (decay to min_lr_ratio * lr), both after linear warmup.")
@@ -84,6 +86,8 @@ class GRPOConfig:
                                               "None = about 2**24 / V rows (64 MiB of float32 logits per chunk); 0 = the "
                                               "plain path, a float32 log_softmax over full (B, T, V) logits.")
     seed: int = _f(0, "Seeds prompt order, sampling and adapter init.")
+    dist_timeout: int = _f(600, "Under torchrun: seconds a collective waits for the other ranks before the run fails, "
+                                "so a rank that dies or stalls never leaves the others hanging.")
 
     # ---- logging and checkpoints ----
     run_dir: str = _f("runs/grpo", "Folder for metrics.jsonl, samples.jsonl, config.json and checkpoints/.")
@@ -157,7 +161,8 @@ def _problems(c):
     is_int = _is_int
     for name, lo in (("prompts_per_step", 1), ("max_prompt_length", 1), ("max_steps", 1), ("num_iterations", 1),
                      ("gradient_accumulation_steps", 1), ("lora_r", 1), ("top_k", 0), ("warmup_steps", 0),
-                     ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1)):
+                     ("sample_interval", 0), ("num_samples", 0), ("save_interval", 0), ("save_total_limit", 1),
+                     ("dist_timeout", 1)):
         if not is_int(getattr(c, name), lo):
             yield f"{name} must be an int >= {lo}, found {getattr(c, name)!r}"
     for name in ("resume", "progress", "gradient_checkpointing"):

@@ -3,9 +3,11 @@
 - `micro_batches`: the row slices of the gradient_accumulation_steps equal micro-batches of a batch.
 - `trim_padding`: drops the columns that are padding in every row of a micro-batch before its forward.
 - `Accumulator`: adds micro-batch statistics into full-batch ones (token-weighted means, the summed scaled loss),
-  so a step logs the same numbers however many micro-batches it was split into.
+  so a step logs the same numbers however many micro-batches (and data-parallel ranks) it was split into.
 - `enable_gradient_checkpointing`: recompute each decoder block in backward instead of storing its activations.
 """
+
+import torch
 
 
 def micro_batches(n_rows, gradient_accumulation_steps):
@@ -35,10 +37,18 @@ class Accumulator:
         if entropy_sum is not None:
             self.entropy += entropy_sum
 
-    def result(self):
-        n = max(self.tokens, 1)
-        out = {k: v / n for k, v in self.sums.items()}
-        out.update(loss=self.loss, entropy=self.entropy / n)
+    def result(self, all_sum=None):
+        """{loss, entropy, and the token means}. all_sum (distributed.all_sum) first adds every rank's sums, so the
+        means are the global batch's; the loss is the sum of the ranks' losses, each already a share of it."""
+        keys = list(self.sums)
+        totals = torch.tensor([self.loss, self.tokens, self.entropy] + [self.sums[k] for k in keys],
+                              dtype=torch.float64)
+        if all_sum is not None:
+            totals = all_sum(totals)
+        loss, tokens, entropy, *sums = totals.tolist()
+        n = max(tokens, 1)
+        out = {k: v / n for k, v in zip(keys, sums)}
+        out.update(loss=loss, entropy=entropy / n)
         return out
 
 

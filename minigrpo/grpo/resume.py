@@ -10,9 +10,10 @@ it, start a new run_dir (from the saved adapter if wanted).
 
 Fields that only say how, where or how visibly the same steps are computed may change:
 
-    progress, sample_interval, num_samples, save_interval, save_total_limit, resume, run_dir
+    progress, sample_interval, num_samples, save_interval, save_total_limit, resume, run_dir, dist_timeout
     device, gradient_checkpointing, logprob_chunk_size, gradient_accumulation_steps
         (memory and speed only: micro-batches add up to the full batch, loss.micro_batch_weight)
+    the number of data-parallel processes (not a config field): each takes a share of the same global batch
     max_steps: the run stops earlier or goes on. With lr_schedule "cosine" the schedule spans
         max_steps * num_iterations updates, so the remaining updates follow the new schedule from where the
         old one stood: applied, with a warning that says so.
@@ -22,7 +23,8 @@ import json
 import warnings
 
 FREE_FIELDS = ("progress", "sample_interval", "num_samples", "save_interval", "save_total_limit", "resume", "run_dir",
-               "device", "gradient_checkpointing", "logprob_chunk_size", "gradient_accumulation_steps", "max_steps")
+               "dist_timeout", "device", "gradient_checkpointing", "logprob_chunk_size", "gradient_accumulation_steps",
+               "max_steps")
 
 
 def resume_conflicts(saved, config):

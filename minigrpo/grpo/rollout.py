@@ -7,6 +7,11 @@
 Rows are prompt-major: [p0 c0, p0 c1, ..., p0 c(G-1), p1 c0, ...], the layout `repeat_prompts` produces and
 `group_advantages` expects. Scoring the texts and everything after it is the trainer's next stage.
 
+Random stream. The trainer samples completion j of the step's prompt p (p counted over the whole step, across
+data-parallel ranks) from its own stream, seeded by `rollout_seeds` from (seed, step, p, j). What a completion
+samples is then a function of the weights and that key alone: the same on 1 process or N, whichever rank holds
+the prompt and whatever else is in its batch; and a resumed run needs no sampler state to continue.
+
 Sampler. With float32 base weights, completions are sampled from the merged weights W + s * B @ A (lora.merged:
 no adapter matmuls per token, W restored bit for bit afterwards); they equal the policy up to float32 rounding.
 """
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation import encode_prompts, generate, pad_id, repeat_prompts
+from ..generation import encode_prompts, generate, pad_id, repeat_prompts, stream_seed
 from ..generation.prompts import prompt_token_ids
 from ..lora import lora_layers, merged
 
@@ -50,10 +55,17 @@ class RolloutBatch:
         return self.prompt_ids[sl], self.prompt_mask[sl], self.completion_ids[sl], self.completion_mask[sl]
 
 
+def rollout_seeds(seed, step, prompt_indices, group_size):
+    """One seed per row, prompt-major: stream_seed(seed, step, p, j) for p in prompt_indices, j < group_size."""
+    return [stream_seed(seed, step, p, j) for p in prompt_indices for j in range(group_size)]
+
+
 @torch.no_grad()
-def rollout(policy, tokenizer, items, prompt_fn, config, *, generator, device="cpu", autocast=None):
+def rollout(policy, tokenizer, items, prompt_fn, config, *, generator=None, row_seeds=None, device="cpu",
+            autocast=None):
     """Sample config.num_generations completions for each item and decode them; returns a RolloutBatch.
 
+    Randomness: row_seeds (one per row, `rollout_seeds`), or one `generator` for the batch (see generate()).
     `autocast` is a zero-argument callable returning the forward's autocast context (or None for none).
     """
     G = config.num_generations
@@ -66,7 +78,8 @@ def rollout(policy, tokenizer, items, prompt_fn, config, *, generator, device="c
         with sampler, (autocast() if autocast else contextlib.nullcontext()):
             out = generate(policy, ids, mask, max_new_tokens=config.max_completion_length,
                            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id(tokenizer), generator=generator)
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id(tokenizer), generator=generator,
+                           row_seeds=row_seeds)
     finally:
         policy.train(was_training)
     comp_ids, comp_mask = out.completion_ids, out.completion_mask  # (B*G, N)

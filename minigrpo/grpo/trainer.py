@@ -3,17 +3,19 @@
 One step (`train_step`) calls the paper's stages in order, each from the module named for it (GRPOConfig's
 docstring says how steps, updates and micro-batches are counted):
 
-  1. sample prompts     prompt_sampler.py  prompts_per_step items, from epochs of seeded permutations
-  2. roll out           rollout.py         G completions per prompt from the current policy, decoded
+  1. sample prompts     prompt_sampler.py  prompts_per_step items, from epochs of seeded permutations; each
+                                           data-parallel rank keeps its share of whole groups
+  2. roll out           rollout.py         G completions per prompt from the current policy, decoded; completion
+                                           j of prompt p samples from a stream keyed by (seed, step, p, j)
   3. score              rewards/combine   every reward function, summed with its weight (default 1)
-  4. advantages         advantages.py      group-relative, A (B*G,)
+  4. advantages         advantages.py      group-relative, A (B*G,), over the global batch
   5. ref and old logp   logprobs.py        no grad, per micro-batch: the reference with the adapters disabled
                                            (skipped when beta = 0) and, when mu > 1, the old policy
                                            (with mu = 1 old = logp.detach(), so the ratio is 1)
   6. mu updates         logprobs.py,       per micro-batch: log-probs with grad, policy_loss, backward of the loss
                         loss.py            times loss.micro_batch_weight, so the micro-batches add up to the full
-                                           batch; then clip the gradient norm, AdamW step (LoRA weights only),
-                                           scheduler step
+                                           batch; then sum the gradients over the ranks, clip the gradient
+                                           norm, AdamW step (LoRA weights only), scheduler step
   7. metrics            metrics.py         one row in metrics.jsonl, a few completions in samples.jsonl;
                                            `train` then saves a checkpoint at its interval (checkpoint.py)
 
@@ -23,31 +25,41 @@ checkpoint step - 1 and TrainingStopped names the step and the component. The en
 never touched here: reward functions run under torch.no_grad and the trainer optimizes only the policy's LoRA
 tensors. Before any compute, the trainer checks that every training prompt fits the model's context with
 max_completion_length new tokens, and a resume refuses a config that would change the run (resume.py).
+
+Under torchrun (`torchrun --nproc_per_node N script.py`) the same trainer runs data-parallel: prompts_per_step is
+the global batch, each rank rolls out and scores its share, and the few collectives that make the run the same as
+on one process are the calls into distributed.py, whose docstring lists what each rank does. Only rank 0 writes
+metrics.jsonl, samples.jsonl and checkpoints; every rank resumes from the checkpoint rank 0 names.
 """
 
 import contextlib
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..data.formats import CompletionFormat
 from ..lora import disable_adapters, inject_lora, lora_layers, lora_parameters
-from ..rewards import RewardError, combine_rewards, load_reward_state, reward_state
+from ..rewards import RewardError, combine_rewards, global_batch, load_reward_state, reward_state
 from ..train.optim import warmup_cosine
 from .advantages import group_advantages
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import GRPOConfig
+from .distributed import (all_gather, all_reduce_gradients, all_sum, broadcast_object, broadcast_parameters,
+                          check_split, describe_failure, gather_objects, is_main, own_rows, raise_together, rank,
+                          setup, shard, world_size)
 from .logprobs import completion_logprobs
 from .loss import micro_batch_weight, policy_loss
-from .metrics import JsonlLog, step_metrics
+from .metrics import JsonlLog, completion_values, step_metrics
 from .microbatch import Accumulator, enable_gradient_checkpointing, micro_batches, trim_padding
 from .prompt_sampler import PromptSampler
 from .resume import check_config, check_rewards
-from .rollout import check_prompts_fit, rollout
+from .rollout import check_prompts_fit, rollout, rollout_seeds
 
 
 class TrainingStopped(RuntimeError):
@@ -68,7 +80,7 @@ class _NonFinite(Exception):
 
 
 class GRPOTrainer:
-    """GRPOTrainer(policy, tokenizer, reward_fns, items, prompt_fn, config, reward_weights=None).train()
+    """GRPOTrainer(policy, tokenizer, reward_fns, items, prompt_fn, config, reward_weights=None, fmt=None).train()
 
     policy: a CausalLM (hidden_states, lm_head). LoRA is injected from the config unless the model already has
         (unmerged) adapters, which are then trained further. The KL reference is the policy with its adapters
@@ -80,12 +92,15 @@ class GRPOTrainer:
     items: the training items; prompt_fn: item -> prompt text (chat template already applied), e.g.
         lambda it: render_prompt(it, tok, fmt).
     reward_weights: name -> weight; overrides config.reward_weights; missing names weigh 1.
+    fmt: the CompletionFormat whose explanation the hacking/copy_question_frac signal reads; None takes the `.fmt`
+        of the first reward function that has one (paper_rewards' all do), else CompletionFormat().
 
-    After train(), the policy holds the trained adapters (save_adapter(policy, dir) exports them; the run's
-    checkpoints hold them too).
+    Under torchrun every rank builds the same trainer (same policy, items, config); the first one to reach it
+    joins the process group (distributed.setup). After train(), the policy holds the trained adapters on every
+    rank (save_adapter(policy, dir) exports them; the run's checkpoints hold them too).
     """
 
-    def __init__(self, policy, tokenizer, reward_fns, items, prompt_fn, config=None, reward_weights=None):
+    def __init__(self, policy, tokenizer, reward_fns, items, prompt_fn, config=None, reward_weights=None, fmt=None):
         self.config = c = config if config is not None else GRPOConfig()
         if not isinstance(c, GRPOConfig):
             raise TypeError(f"GRPOTrainer: config must be a GRPOConfig, found {type(c).__name__}")
@@ -96,9 +111,11 @@ class GRPOTrainer:
         self.policy, self.tokenizer, self.prompt_fn = policy, tokenizer, prompt_fn
         self.reward_fns = dict(reward_fns)
         self.reward_weights = self._weights(c.reward_weights, reward_weights)
+        self.fmt = fmt or next((f.fmt for f in self.reward_fns.values() if hasattr(f, "fmt")), CompletionFormat())
         self.sampler = PromptSampler(items, c.prompts_per_step, c.seed)
         check_prompts_fit(tokenizer, self.sampler.items, prompt_fn, c, policy.config.max_position_embeddings)
-        self.device = torch.device(c.device if c.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = setup(c.device, c.dist_timeout)  # joins torchrun's process group, if launched by it
+        check_split(c.prompts_per_step, c.num_generations, c.gradient_accumulation_steps)
         self.amp_dtype = _amp_dtype(c.dtype, self.device)
 
         merged = [name for name, m in lora_layers(policy) if m.merged]
@@ -114,56 +131,65 @@ class GRPOTrainer:
         self.params = lora_parameters(policy)
         for p in self.params:
             p.requires_grad_(True)
+        broadcast_parameters(self.params)  # every rank starts from rank 0's adapters, as DDP does
         if c.gradient_checkpointing:
             enable_gradient_checkpointing(policy)
         self.optimizer = torch.optim.AdamW(self.params, lr=c.learning_rate, betas=tuple(c.adam_betas),
                                            weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         self.step = 0  # steps completed
         self.run_dir = Path(c.run_dir)
-        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")
-        self.samples = JsonlLog(self.run_dir / "samples.jsonl")
+        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", write=is_main())
+        self.samples = JsonlLog(self.run_dir / "samples.jsonl", write=is_main())
         self.update_stats = []  # per-update stats of the last step (one dict per mu iteration), for inspection
 
     # ---- public ----
 
     def train(self):
-        """Run (or resume) until config.max_steps; returns the metrics rows logged by this call."""
+        """Run (or resume) until config.max_steps; returns the metrics rows logged by this call (on every rank)."""
         c = self.config
         self._prepare_run_dir()
         rows = []
-        bar = tqdm(total=c.max_steps, initial=self.step, desc="grpo", disable=not c.progress, dynamic_ncols=True)
+        bar = tqdm(total=c.max_steps, initial=self.step, desc="grpo", disable=not (c.progress and is_main()),
+                   dynamic_ncols=True)
         while self.step < c.max_steps:
             step = self.step + 1
-            before = (capture_rng(self.generator), reward_state(self.reward_fns))
+            before = (capture_rng(), reward_state(self.reward_fns))
             snapshot = self._snapshot() if c.num_iterations > 1 else None
             try:
                 row = self.train_step(step)
             except (RewardError, _NonFinite) as e:
                 self._stop(step, e, before, snapshot)
+            except BaseException as e:  # anything else ends this process; say which rank, for the other N - 1
+                if world_size() > 1:
+                    print(describe_failure(e, step), file=sys.stderr, flush=True)
+                raise
             self.step = step
             self.metrics.append(row)
             rows.append(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.3f}", kl="-" if row["kl"] is None else f"{row['kl']:.4f}")
             if (c.save_interval and step % c.save_interval == 0) or step == c.max_steps:
-                self.save(step, capture_rng(self.generator), reward_state(self.reward_fns))
+                self.save(step, capture_rng(), reward_state(self.reward_fns))
         bar.close()
         return rows
 
     def train_step(self, step):
-        """One generation batch and its num_iterations updates; returns the metrics row."""
+        """One generation batch and its num_iterations updates; returns the metrics row (of the global batch)."""
         c, t0 = self.config, time.perf_counter()
-        # 1. sample prompts  2. roll out
-        items = self.sampler.items_for_step(step)
-        batch = rollout(self.policy, self.tokenizer, items, self.prompt_fn, c, generator=self.generator,
-                        device=self.device, autocast=self._autocast)
+        # 1. sample prompts: the step's global batch, of which this rank keeps a contiguous share of whole groups
+        step_items = self.sampler.items_for_step(step)
+        items, first = shard(step_items)
+        # 2. roll out: completion j of prompt p samples from the stream keyed (seed, step, p, j)
+        seeds = rollout_seeds(c.seed, step, range(first, first + len(items)), c.num_generations)
+        batch = rollout(self.policy, self.tokenizer, items, self.prompt_fn, c, row_seeds=seeds, device=self.device,
+                        autocast=self._autocast)
         t_gen = time.perf_counter() - t0
-        # 3. score  4. advantages
-        scores = combine_rewards(self.reward_fns, self.reward_weights, batch.completions, batch.items)
-        advantages, adv_stats = group_advantages(scores.total, c.num_generations, scale=c.scale_rewards,
+        # 3. score this rank's completions  4. advantages over the global batch; keep this rank's rows
+        scores = self.score(batch, step_items)
+        advantages, adv_stats = group_advantages(all_gather(scores.total), c.num_generations, scale=c.scale_rewards,
                                                  eps=c.adv_eps, std_floor=c.std_floor)
+        advantages = own_rows(advantages)
         # 5. reference and old log-probs, per micro-batch
         slices = micro_batches(len(batch), c.gradient_accumulation_steps)
         ref = self.reference_logprobs(batch, slices) if c.beta != 0 else None
@@ -172,11 +198,25 @@ class GRPOTrainer:
         lr = self.optimizer.param_groups[0]["lr"]  # the first update's, for the metrics row
         self.update_stats = [self.update(batch, advantages.to(self.device), slices, ref, old, iteration=it)
                              for it in range(c.num_iterations)]
-        # 7. metrics (train() writes the row and saves checkpoints)
-        row = step_metrics(step, batch, scores, adv_stats, self.update_stats, c,
-                           step_time=time.perf_counter() - t0, gen_time=t_gen, lr=lr)
+        # 7. metrics of the global batch (train() writes the row and saves checkpoints)
+        values = all_gather(completion_values(batch, scores, self.fmt))
+        row = step_metrics(step, values, adv_stats, self.update_stats, c, world_size=world_size(),
+                           prompt_truncated=all_sum(batch.prompt_truncated), step_time=time.perf_counter() - t0,
+                           gen_time=t_gen, lr=lr)
         self._log_samples(step, batch, scores, advantages)
         return row
+
+    def score(self, batch, step_items):
+        """This rank's RewardBreakdown. Rewards that span the batch (SemanticReward's off-target baseline) see the
+        step's global batch, `step_items`; a reward failing on any rank raises RewardError on every rank."""
+        failure, scores = None, None
+        with global_batch(self.reward_fns, step_items, all_sum):
+            try:
+                scores = combine_rewards(self.reward_fns, self.reward_weights, batch.completions, batch.items)
+            except RewardError as e:
+                failure = e
+        raise_together(failure)
+        return scores
 
     def reference_logprobs(self, batch, slices):
         """Per micro-batch (B_mb, N_mb) log-probs under the base model (adapters disabled), no grad."""
@@ -196,6 +236,7 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         stats = self.accumulate_gradients(batch, advantages, slices, ref, old, with_entropy=(iteration == 0),
                                           iteration=iteration)
+        all_reduce_gradients(self.params)  # the ranks' parts, each divided by the global normaliser, add up
         max_norm = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         if not math.isfinite(grad_norm):
@@ -211,12 +252,13 @@ class GRPOTrainer:
 
         advantages: (B*G,) on the device. ref / old: lists of per-micro-batch log-probs, or None (beta = 0 / mu = 1).
         Does not step the optimizer. Returns full-batch stats: loss (sum of the weighted micro-batch losses), token
-        means of ratio, clip fractions, kl and entropy.
+        means of ratio, clip fractions, kl and entropy. Under torchrun the weights divide by the rows and tokens of
+        the global batch (all_sum), so the ranks' gradients add up to its gradient, and the stats are its.
         """
-        c, n_rows = self.config, len(batch)
-        total_tokens = int(batch.completion_mask.sum())
+        c = self.config
+        n_rows, total_tokens = all_sum(torch.tensor([len(batch), int(batch.completion_mask.sum())])).tolist()
         self.policy.train()
-        acc = Accumulator()
+        acc, failure = Accumulator(), None
         for j, sl in enumerate(slices):
             p_ids, p_mask, c_ids, c_mask = trim_padding(*batch.rows(sl))
             with self._autocast():
@@ -229,18 +271,23 @@ class GRPOTrainer:
                 max_completion_length=c.max_completion_length,
                 num_items_in_batch=total_tokens if c.loss_type == "dapo" else None)
             if not torch.isfinite(loss):
-                raise _NonFinite("loss", f"loss is {loss.item()} (iteration {iteration}, micro-batch {j})")
+                failure = _NonFinite("loss", f"loss is {loss.item()} (iteration {iteration}, micro-batch {j})")
+                break
             tokens = int(c_mask.sum())
             weight = micro_batch_weight(c.loss_type, len(c_ids), n_rows, tokens, total_tokens)
             (loss * weight).backward()
             ent = None if entropy is None else float((entropy.detach() * c_mask).sum())
             acc.add(stats, weight * stats["loss"], tokens, ent)
-        return acc.result()
+        raise_together(failure)  # a non-finite loss on any rank stops every rank
+        return acc.result(all_sum)
 
     def save(self, step, rng_state, rewards_state=None):
+        """Rank 0 writes checkpoint `step`; every rank returns its folder once it is complete."""
         extra = {"reward_state": rewards_state or {}, "reward_weights": self.reward_weights}
-        return save_checkpoint(self.run_dir, step, self.policy, self.optimizer, self.scheduler, rng_state,
-                               config=self.config.to_dict(), extra=extra, keep=self.config.save_total_limit)
+        path = save_checkpoint(self.run_dir, step, self.policy, self.optimizer, self.scheduler, rng_state,
+                               config=self.config.to_dict(), extra=extra,
+                               keep=self.config.save_total_limit) if is_main() else None
+        return broadcast_object(path)
 
     # ---- internals ----
 
@@ -257,36 +304,43 @@ class GRPOTrainer:
         return out
 
     def _log_samples(self, step, batch, scores, advantages):
-        """Every sample_interval steps, a few completions with their rewards go to samples.jsonl."""
+        """Every sample_interval steps, the first num_samples completions of the global batch, with their rewards,
+        go to samples.jsonl (gathered from the ranks that hold them; rank 0 writes)."""
         c = self.config
         if not (c.sample_interval and step % c.sample_interval == 0 and c.num_samples):
             return
-        for i in range(min(c.num_samples, len(batch))):
-            self.samples.append({
-                "step": step, "prompt": self.prompt_fn(batch.items[i]), "completion": batch.completions[i],
-                "rewards": {k: v[i].item() for k, v in scores.components.items()}, "total": scores.total[i].item(),
-                "advantage": advantages[i].item(), "truncated": bool(batch.truncated[i])})
+        first_row = rank() * len(batch)  # this rank's first row in the global batch
+        records = [{
+            "step": step, "prompt": self.prompt_fn(batch.items[i]), "completion": batch.completions[i],
+            "rewards": {k: v[i].item() for k, v in scores.components.items()}, "total": scores.total[i].item(),
+            "advantage": advantages[i].item(), "truncated": bool(batch.truncated[i])}
+            for i in range(min(c.num_samples - first_row, len(batch)))]
+        for record in gather_objects(records):
+            self.samples.append(record)
 
     def _prepare_run_dir(self):
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = latest_checkpoint(self.run_dir)
+        # rank 0 reads the folder for every rank, so all of them resume from the same checkpoint (or refuse alike)
+        ckpt, logged = broadcast_object((latest_checkpoint(self.run_dir), bool(self.metrics.read())) if is_main()
+                                        else None)
         if c.resume:  # no checkpoint yet: start from step 0, dropping rows a crashed first attempt logged
             if ckpt is not None and self.step == 0:
                 self._resume_from(ckpt)
             self.metrics.truncate_after(self.step)
             self.samples.truncate_after(self.step)
-        elif self.step == 0 and (ckpt is not None or self.metrics.read()):
+        elif self.step == 0 and (ckpt is not None or logged):
             raise FileExistsError(
                 f"GRPOTrainer: run_dir {self.run_dir} already holds a run (checkpoints or metrics.jsonl); "
                 f"pass resume=True to continue it, or choose another run_dir")
-        (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
+        if is_main():
+            (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
 
     def _resume_from(self, ckpt):
         check_config(ckpt, self.config)  # before anything is loaded
         state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, map_location=self.device)
         check_rewards(ckpt, state["extra"].get("reward_weights"), self.reward_weights)
-        restore_rng(state["rng"], self.generator)
+        restore_rng(state["rng"])  # sampling itself needs no state: its streams are keyed by the step
         load_reward_state(self.reward_fns, state["extra"].get("reward_state", {}))
         self.step = state["step"]
 

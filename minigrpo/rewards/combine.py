@@ -117,6 +117,27 @@ def eval_mode(reward_fns):
             fn.train(mode)
 
 
+@contextmanager
+def global_batch(reward_fns, items, all_sum):
+    """Inside the block, rewards that depend on the whole batch see a data-parallel step's global batch, not the
+    rank's share of it: each reward function with a `global_batch` attribute (SemanticReward, whose off-target
+    baseline averages over the batch's other questions) gets `items`, the step's items on every rank (those of
+    the calls' completions among them). On leaving, each one's `merge_batch_state(all_sum)` adds up over the ranks
+    the running state the calls changed; all_sum sums a tensor over the ranks (distributed.all_sum). That is a
+    collective, so every rank leaves the block, also when one of its rewards raised. With one process (items the
+    batch's own, all_sum the identity) the rewards are the same as without the block.
+    """
+    aware = [fn for fn in reward_fns.values() if hasattr(fn, "global_batch")]
+    for fn in aware:
+        fn.global_batch = list(items)
+    try:
+        yield reward_fns
+    finally:
+        for fn in aware:
+            fn.global_batch = None
+            fn.merge_batch_state(all_sum)
+
+
 def reward_state(reward_fns):
     """{name: state} of the reward functions that keep running state (those with state_dict(), such as
     SemanticReward's off-target mean), copied, for a checkpoint."""

@@ -24,6 +24,9 @@ explanations often have cosine 0.6-0.8. The raw cosine then rewards "sounds like
                 item.id). When the batch holds a single question there is no other question: b_i is then the
                 running mean of the batch-mean off-target baselines of earlier calls, or 0 before any such call
                 (so a run that always has one question per batch gets the `none` baseline).
+                In data-parallel training "the batch" is the step's global batch (combine.global_batch): the
+                other questions are those of every rank, and the running mean adds the mean over every rank's
+                rows, so the reward does not depend on how many processes share the batch.
 
 Why the baseline uses no completion. An earlier definition measured the completion's OWN cosine to the other
 questions' references (b_i = mean_q' reduce_j e_i . r_{q',j}). That is a second reward term, not a baseline: it
@@ -96,6 +99,8 @@ class SemanticReward:
         self._off_target_calls = 0
         self.last_stats = {}        # python floats from the last call, for logging
         self.training = True        # False: read the running state, never update it (evaluation)
+        self.global_batch = None    # the step's items on every rank, set by combine.global_batch
+        self._pending = None        # (sum, count) of this rank's off-target baselines, until merge_batch_state
 
     def train(self, mode=True):
         self.training = bool(mode)
@@ -111,6 +116,15 @@ class SemanticReward:
     def load_state_dict(self, state):
         self._off_target_sum = float(state["off_target_sum"])
         self._off_target_calls = int(state["off_target_calls"])
+
+    def merge_batch_state(self, all_sum):
+        """End of a `global_batch` step, on every rank (all_sum is a collective): add the mean off-target baseline
+        over every rank's rows to the running mean, as one call on the whole batch would have."""
+        total, count = all_sum(torch.tensor(self._pending or (0.0, 0.0), dtype=torch.float64)).tolist()
+        self._pending = None
+        if count > 0:
+            self._off_target_sum += total / count
+            self._off_target_calls += 1
 
     @property
     def cache_size(self):
@@ -167,7 +181,10 @@ class SemanticReward:
 
         # Every distinct question of the batch, also those whose completions all lack an explanation, so the
         # off-target baseline does not depend on how the other completions fared.
-        refs = self._references(items)                         # {id: (M, C)}, Q distinct ids
+        refs = self._references(items if self.global_batch is None else self.global_batch)  # {id: (M, C)}, Q ids
+        outside = [items[i].id for i in rows if items[i].id not in refs]
+        if outside:
+            raise ValueError(f"SemanticReward: item {outside[0]!r} is not in global_batch, the step's items")
         expl = self._embed([explanations[i] for i in rows])    # (n, C)
         column = {qid: k for k, qid in enumerate(refs)}
         # sim[a, k]: reduced cosine of explanation a to the references of distinct question k.
@@ -196,9 +213,11 @@ class SemanticReward:
             value = self._off_target_sum / self._off_target_calls if self._off_target_calls else 0.0
             return sim.new_full((n,), value)
         base = off_target_baselines(list(refs.values()), self._reduce).to(sim.device)[own]  # (n,)
-        if self.training:
+        if self.training and self.global_batch is None:
             self._off_target_sum += base.mean().item()
             self._off_target_calls += 1
+        elif self.training:  # merged over the ranks when the step's scoring ends (merge_batch_state)
+            self._pending = (base.double().sum().item(), float(n))
         return base
 
 
