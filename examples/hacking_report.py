@@ -98,7 +98,7 @@ def resolve_encoder(args):
     if run_args is None:
         return path, sizes, args.pooling, str(path)
     sizes = {k: run_args[k] for k in ("seed", "n_train", "n_eval")}  # and the dataset's default eval_fraction
-    return path, sizes, args.pooling or "mean", f"miniature encoder {path} (its run's held-out items)"
+    return path, sizes, args.pooling or "mean", f"miniature encoder {path}, on its run's held-out items"
 
 
 class MemoEncoder:

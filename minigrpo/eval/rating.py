@@ -83,7 +83,7 @@ def rate_variants(items, completions, judges, *, extract=None, plot=None, **tour
     view = elo_view(report)
     if plot is not None:
         pooled = report["pooled"]
-        plot_elo(view, plot, title=f"Elo, judges {', '.join(pooled['judges'])}"
+        plot_elo(view, plot, title=f"Elo, pooled over {', '.join(pooled['judges'])}"
                                    + (" [CIRCULAR]" if pooled["circular"] else "")
                                    + f" ({int(report['method']['ci_level'] * 100)}% bootstrap CI over items)")
     return {"elo": view, "tournament": report}
