@@ -70,8 +70,8 @@ def rate_variants(items, completions, judges, *, extract=None, plot=None, **tour
 
     Args:
         items: the held-out items, in the order of every variant's completions.
-        completions: {variant: [text per item]}, e.g. from load_variant_completions; the order of the variants is
-            the order of the report's tables.
+        completions: {variant: [text per item]}, e.g. from load_variant_completions; its order is the report's
+            order of the variants (and of the Elo view's keys).
         judges: list of judges (or {name: judge}); see judges.py. Circular ones are shown, not pooled.
         extract: text -> what the judges read (explanation_of(fmt)); None: the whole completion.
         plot: a path for the bar chart of the pooled ratings with their intervals (plots.plot_elo); None: none.
