@@ -3,23 +3,36 @@
     synthetic MCQ dataset + textbook corpus
       -> byte-level BPE tokenizer trained on them
       -> tiny Qwen3 encoder, trained contrastively on paraphrases, then frozen   (or --encoder PATH)
-      -> tiny Llama policy: CPT on the corpus -> SFT on the train items -> GRPO with LoRA
+      -> tiny Llama policy: CPT on the corpus -> SFT on the train items -> GRPO with LoRA, once per reward
       -> greedy evaluation of every stage on the held-out items
+      -> a pairwise tournament between the stages' held-out explanations, rated with Elo (the paper's Figure 1)
 
-GRPO's reward is the paper's unweighted sum semantic + correctness + format + CoT (`--reward rouge` swaps the
-semantic reward for ROUGE-L, `--reward semantic+rouge` uses both). The policy imitates DeepSeek-R1-Distill: its
-chat template opens a <think> block in the prompt and it answers in R1_FORMAT.
+GRPO runs once per explanation reward of --rewards, each from the same SFT checkpoint with the same seed: the
+paper's reward semantic + correctness + format + CoT (unweighted sum), the lexical variant with ROUGE-L instead of
+the semantic reward, and both together. Every stage is evaluated with the same yardstick: "reward" is the paper's
+sum; rouge_l is reported beside it (weight 0). The policy imitates DeepSeek-R1-Distill: its chat template opens a
+<think> block in the prompt and it answers in R1_FORMAT.
+
+The tournament (minigrpo/eval/rating.py) compares every pair of stages on every held-out item, in both orders,
+from the cached completions. Its judges: the reference judge, which knows each item's gold option and its fact's
+key terms and uses no model (pooled into "elo"), and the encoder's cosine to the reference, shown but labelled
+CIRCULAR (it is the semantic reward itself, so it rates what GRPO-semantic maximised). The tiny policy is no judge.
 
 Look at: the encoder margin (paraphrase closer than another question's explanation); the batch reward in
-grpo/metrics.jsonl (and rewards.png), which GRPO raises on its own items; and the final table of held-out accuracy,
-format rate and reward per stage. Do not expect a held-out accuracy gain: after SFT the tiny policy answers
-unseen questions at about chance, because it does not learn to turn a recalled answer into its option letter
-(the README and examples/answer_skills_probe.py show why), and GRPO does not change that. The `cloze`
+grpo-<reward>/metrics.jsonl (and rewards.png), which GRPO raises on its own items; the table of held-out accuracy,
+format rate and reward per stage; and the Elo table, which says whose explanations state the item's fact (and no
+wrong option) more often, with 95% intervals over items. Do not expect a held-out accuracy gain: after SFT the
+tiny policy answers unseen questions at about chance, because it does not learn to turn a recalled answer into its
+option letter (the README and examples/answer_skills_probe.py show why), and GRPO does not change that. The `cloze`
 column is the knowledge probe of minigrpo/miniature/knowledge.py: how often the model prefers the true statement
 of a held-out fact over the same sentence with a wrong option, i.e. whether the fact is in the weights at all,
 answerable or not.
-Everything lands in --out: data/, tokenizer/, encoder/, cpt/, sft/, grpo/ (metrics.jsonl, samples.jsonl, adapter
-checkpoints), results.json and rewards.png.
+
+Everything lands in --out: data/, tokenizer/, encoder/, cpt/, sft/, grpo-<reward>/ for each reward (metrics.jsonl,
+samples.jsonl), completions/<variant>.json (every held-out completion of cpt, sft, grpo_semantic, grpo_rouge,
+grpo_semantic_rouge), results.json (per stage: "cpt", "sft", "grpo" = GRPO-semantic, "grpo_rouge",
+"grpo_semantic_rouge"; "elo": {variant: {"rating", "ci"}}, pooled over the non-circular judges; "tournament": the
+full report per judge), rewards.png and elo.png.
 
     python examples/miniature.py --out runs/miniature
 """
@@ -34,7 +47,9 @@ import torch
 
 from minigrpo.data import R1_FORMAT
 from minigrpo.data.prompts import format_question, sft_target
-from minigrpo.eval import evaluate_policy
+from minigrpo.eval import (EncoderCosineJudge, ReferenceJudge, evaluate_policy, explanation_of,
+                           load_variant_completions, rate_variants, save_variant_completions)
+from minigrpo.eval.tournament import format_report
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
 from minigrpo.miniature import (cloze_accuracy, init_weights_, make_synthetic_dataset, paraphrase_margin,
@@ -42,6 +57,7 @@ from minigrpo.miniature import (cloze_accuracy, init_weights_, make_synthetic_da
 from minigrpo.models import CausalLM, ModelConfig, Transformer, load_causal_lm, load_encoder
 from minigrpo.models.saving import save_model
 from minigrpo.rewards import paper_rewards
+from minigrpo.rewards.combine import VARIANTS
 from minigrpo.train import pack_blocks, run_cpt, run_sft, shuffled_sentence_copies
 
 # A one-line system prompt keeps the tiny model's prompts short (~60 tokens); the format is learned in SFT.
@@ -52,8 +68,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/miniature", help="run directory (created)")
     p.add_argument("--seed", type=int, default=0, help="seeds the dataset, every init and every sampler")
-    p.add_argument("--reward", default="semantic", choices=["semantic", "rouge", "semantic+rouge"],
-                   help="explanation reward used by GRPO (and reported at evaluation)")
+    p.add_argument("--rewards", "--reward", dest="rewards", default="semantic,rouge,semantic+rouge",
+                   type=reward_list, help="comma-separated explanation rewards, one GRPO run each from the SFT "
+                                          f"model, among {', '.join(VARIANTS)} (--reward X: X alone)")
     p.add_argument("--encoder", default=None, help="a Qwen3 / Qwen3-Embedding checkpoint folder to use as the "
                                                    "frozen encoder instead of training the tiny one")
     p.add_argument("--n-train", type=int, default=400, help="train MCQ items")
@@ -79,6 +96,26 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def reward_list(text):
+    """ "semantic,rouge" -> ("semantic", "rouge"): known variants, each once."""
+    rewards = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in rewards if r not in VARIANTS]
+    if not rewards or unknown or len(set(rewards)) != len(rewards):
+        raise argparse.ArgumentTypeError(f"expected distinct rewards among {', '.join(VARIANTS)}, found {text!r}")
+    return rewards
+
+
+def variant_name(reward):
+    """The GRPO variant trained with `reward`, as the Elo table and the completion files name it:
+    "semantic+rouge" -> "grpo_semantic_rouge"."""
+    return "grpo_" + reward.replace("+", "_")
+
+
+def results_key(variant):
+    """results.json keeps GRPO-semantic under "grpo", where it was before the other variants."""
+    return "grpo" if variant == "grpo_semantic" else variant
 
 
 def new_checkpoint(out_dir, arch, tokenizer_dir, seed, **overrides):
@@ -141,17 +178,24 @@ def main(argv=None):
           f"holds for {frac:.0%}")
 
     lap("encoder")
-    reward_fns = paper_rewards(encoder, fmt, variant=args.reward)
+
     def prompt_fn(item):
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": format_question(item)}]
         return tok.apply_chat_template(messages, add_generation_prompt=True)
 
+    # One yardstick for every stage: all the components, "reward" the paper's sum (ROUGE-L shown, weight 0).
     answer_eval = functools.partial(evaluate_policy, tokenizer=tok, items=ds.eval, prompt_fn=prompt_fn,
-                                    reward_fns=reward_fns, max_new_tokens=args.max_new_tokens)
-
-    def evaluate(policy):  # greedy answers, plus the cloze probe of the facts the weights hold (miniature/knowledge.py)
-        return {**answer_eval(policy).as_dict(), "cloze": cloze_accuracy(policy, tok, ds.eval)[0]}
+                                    reward_fns=paper_rewards(encoder, fmt, variant="semantic+rouge"),
+                                    weights={"rouge_l": 0.0}, max_new_tokens=args.max_new_tokens)
     results = {"args": vars(args), "encoder": {"margin": margin, "fraction": frac}}
+    variants = []  # the stages the tournament rates, in table order
+
+    def evaluate(variant, policy):
+        """Greedy answers (every completion cached for the tournament) and the cloze probe of stored facts."""
+        result = answer_eval(policy)
+        save_variant_completions(run / "completions", ds.eval, variant, result.completions)
+        results[results_key(variant)] = {**result.as_dict(), "cloze": cloze_accuracy(policy, tok, ds.eval)[0]}
+        variants.append(variant)
 
     # ---- policy: CPT -> SFT ----
     init_dir = new_checkpoint(run / "init", "llama", run / "tokenizer", args.seed + 2, hidden_size=args.hidden,
@@ -163,7 +207,7 @@ def main(argv=None):
             progress=progress)
     save_model(policy, run / "cpt", init_dir / "config.json", run / "tokenizer")
     lap("cpt")
-    results["cpt"] = evaluate(policy)
+    evaluate("cpt", policy)
     lap("eval-cpt")
 
     n_sft = max(1, round(args.sft_fraction * len(ds.train)))
@@ -175,41 +219,54 @@ def main(argv=None):
     run_sft(policy, tok, prompts, targets, steps=args.sft_steps, seed=args.seed, replay=replay, progress=progress)
     save_model(policy, run / "sft", init_dir / "config.json", run / "tokenizer")
     lap("sft")
-    results["sft"] = evaluate(policy)
+    evaluate("sft", policy)
     lap("eval-sft")
 
-    # ---- GRPO with LoRA on the SFT model ----
-    policy = load_causal_lm(run / "sft")
-    config = GRPOConfig(run_dir=str(run / "grpo"), max_steps=args.grpo_steps, prompts_per_step=args.prompts_per_step,
-                        num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-                        max_prompt_length=512, learning_rate=args.grpo_lr, warmup_steps=5, seed=args.seed,
-                        save_interval=0, sample_interval=10, progress=progress)
-    GRPOTrainer(policy, tok, reward_fns, grpo_items, prompt_fn, config).train()
-    lap("grpo")
-    results["grpo"] = evaluate(policy)
-    lap("eval-grpo")
+    # ---- GRPO with LoRA, once per reward, each from the same SFT model with the same seed ----
+    for reward in args.rewards:
+        policy = load_causal_lm(run / "sft")
+        config = GRPOConfig(run_dir=str(run / f"grpo-{reward}"), max_steps=args.grpo_steps,
+                            prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
+                            max_completion_length=args.max_new_tokens, max_prompt_length=512,
+                            learning_rate=args.grpo_lr, warmup_steps=5, seed=args.seed, save_interval=0,
+                            sample_interval=10, progress=progress)
+        GRPOTrainer(policy, tok, paper_rewards(encoder, fmt, variant=reward), grpo_items, prompt_fn, config).train()
+        lap(f"grpo-{reward}")
+        evaluate(variant_name(reward), policy)
+        lap(f"eval-grpo-{reward}")
+
+    # ---- pairwise tournament on the cached held-out completions (no generation) ----
+    judges = [ReferenceJudge(ds.key_terms(ds.eval)), EncoderCosineJudge(encoder)]
+    rating = rate_variants(ds.eval, load_variant_completions(run / "completions", ds.eval, variants), judges,
+                           extract=explanation_of(fmt), seed=args.seed, plot=run / "elo.png")
+    results.update(rating)
+    lap("tournament")
     results["timings"], results["wall_seconds"] = timings, round(time.perf_counter() - t_start, 1)
 
     (run / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results, args.reward)
-    plot_rewards(run / "grpo" / "metrics.jsonl", run / "rewards.png")
+    print_table(results, variants)
+    print("\n" + format_report(results["tournament"]))
+    plot_rewards({r: run / f"grpo-{r}" / "metrics.jsonl" for r in args.rewards}, run / "rewards.png")
     print(f"wrote {run / 'results.json'} in {results['wall_seconds']:.0f} s")
     return results
 
 
-def print_table(results, reward):
+def print_table(results, variants):
     names = list(results["sft"]["rewards"])
-    header = (f"{'stage':<6} {'accuracy':>8} {'format':>7} {'reward':>7} " + " ".join(f"{n:>11}" for n in names)
+    width = max(len(v) for v in variants) + 1
+    header = (f"{'stage':<{width}} {'accuracy':>8} {'format':>7} {'reward':>7} " + " ".join(f"{n:>11}" for n in names)
               + f" {'cloze':>6}")
-    print(f"\nheld-out evaluation (greedy), GRPO reward: {reward}\n{header}\n{'-' * len(header)}")
-    for stage in ("cpt", "sft", "grpo"):
-        r = results[stage]
-        print(f"{stage:<6} {r['accuracy']:>8.3f} {r['format_rate']:>7.3f} {r['reward']:>7.3f} "
+    print(f"\nheld-out evaluation (greedy); reward = semantic + correctness + format + cot\n{header}\n"
+          f"{'-' * len(header)}")
+    for variant in variants:
+        r = results[results_key(variant)]
+        print(f"{variant:<{width}} {r['accuracy']:>8.3f} {r['format_rate']:>7.3f} {r['reward']:>7.3f} "
               + " ".join(f"{r['rewards'][n]:>11.3f}" for n in names) + f" {r['cloze']:>6.3f}")
 
 
-def plot_rewards(metrics_path, out_png):
-    """Reward components over GRPO steps; skipped with a note when matplotlib (the `plot` extra) is missing."""
+def plot_rewards(metrics_paths, out_png):
+    """Reward components over GRPO steps, one panel per GRPO run ({reward: metrics.jsonl}); skipped with a note
+    when matplotlib (the `plot` extra) is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -217,16 +274,20 @@ def plot_rewards(metrics_path, out_png):
     except ImportError:
         print("matplotlib not installed (pip install -e '.[plot]'): no plot")
         return
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    keys = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")]
-    for key in keys + ["reward"]:
-        ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=key.removeprefix("rewards/").removesuffix("/mean"))
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean reward over the batch")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(metrics_paths), figsize=(5 * len(metrics_paths), 4), squeeze=False, sharey=True)
+    for ax, (reward, path) in zip(axes[0], metrics_paths.items()):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        keys = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")]
+        for key in keys + ["reward"]:
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows],
+                    label=key.removeprefix("rewards/").removesuffix("/mean"))
+        ax.set_title(f"GRPO, reward {reward}", fontsize=10)
+        ax.set_xlabel("GRPO step")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("mean reward over the batch")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
+    plt.close(fig)
     print(f"plot: {out_png}")
 
 

@@ -107,6 +107,15 @@ def test_samples_hold_prompt_completion_and_rounded_rewards(policy):
     assert result.as_dict()["samples"] == result.samples
 
 
+def test_every_completion_is_kept_in_item_order_and_left_out_of_as_dict(policy):
+    fns = _reward_fns()
+    result = _evaluate(policy, reward_fns=fns, batch_size=2, num_samples=1)  # two generation batches
+    assert len(result.completions) == len(ITEMS)
+    assert result.completions == fns["format"].seen[0]  # the texts the rewards scored, item by item
+    assert result.samples[0]["completion"] == result.completions[0]
+    assert "completions" not in result.as_dict()  # results.json keeps metrics; completions go to their own file
+
+
 def test_greedy_evaluation_is_deterministic_and_independent_of_batch_size(policy):
     first, second = _evaluate(policy), _evaluate(policy)
     assert first.as_dict() == second.as_dict()

@@ -86,6 +86,7 @@ def test_encoder_cosine_judge_is_circular_and_compares_cosines():
     assert judge.compare([POLAND] * 4, ["close", "far", "opposite", ""], ["far", "close", "", "opposite"]) \
         == [1.0, 0.0, 0.5, 0.5]
     assert "" not in enc.seen
+    assert sorted(enc.seen) == sorted({ref, "close", "far", "opposite"})  # each distinct text embedded once
     assert EncoderCosineJudge(enc, margin=1.0).compare([POLAND], ["close"], ["far"]) == [0.5]
 
 

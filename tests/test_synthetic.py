@@ -8,6 +8,7 @@ from rouge_score import rouge_scorer
 from minigrpo.data.formats import CompletionFormat
 from minigrpo.data.mcq import load_mcq_jsonl
 from minigrpo.data.prompts import sft_target
+from minigrpo.eval.judges import states
 from minigrpo.miniature.synthetic import make_synthetic_dataset, paraphrase_triplets, write_dataset
 from minigrpo.miniature.synthetic_facts import knowledge_facts
 
@@ -155,6 +156,17 @@ def test_every_fact_has_several_distinct_phrasings_and_paraphrases_exclude_the_r
         assert len(ds.paraphrases(it)) == len(ds.fact(it).explanations) - 1
     used = Counter(ds.template_of[it.id] for it in ds.train)
     assert len(used) >= 3  # references are drawn among the phrasings, not always the first
+
+
+def test_every_phrasing_states_the_key_terms_and_one_of_them_is_the_answer(ds):
+    terms = ds.key_terms()
+    assert set(terms) == {it.id for it in ds.train + ds.eval}
+    for it in ds.train + ds.eval:
+        assert len(terms[it.id]) >= 2, it.id
+        assert it.answer_text in terms[it.id], it.id  # the judge's g term and its key terms agree on the answer
+        for text in ds.fact(it).explanations:  # the reference and every paraphrase
+            assert all(states(text, t) for t in terms[it.id]), (it.id, text, terms[it.id])
+    assert ds.key_terms(ds.eval[:2]) == {it.id: terms[it.id] for it in ds.eval[:2]}
 
 
 def test_paraphrases_share_fewer_words_than_same_template_explanations_of_other_facts(ds):

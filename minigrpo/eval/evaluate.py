@@ -7,6 +7,9 @@ For each item the policy writes one completion (temperature 0), which is scored 
     reward          = mean of the total reward  sum_k w_k r_k  (the quantity GRPO maximises)
     rewards[name]   = mean of each component
 
+Every completion is kept (`EvalResult.completions`, one per item, in item order), so a pairwise tournament
+(`tournament.py`) can judge them later without generating again; `as_dict` leaves them out of the metrics.
+
 Greedy decoding makes the numbers a property of the model alone, not of a sampling seed. Reward functions with
 running state (SemanticReward's off-target mean) are scored in eval mode, so evaluating never changes training.
 """
@@ -28,9 +31,13 @@ class EvalResult:
     accuracy_by_subject: dict = field(default_factory=dict)  # item subject -> accuracy (items with a subject)
     mean_completion_tokens: float = 0.0
     samples: list = field(default_factory=list)  # a few (prompt, completion, breakdown) dicts to read
+    completions: list = field(default_factory=list, repr=False)  # every greedy completion, in item order
 
     def as_dict(self):
-        return asdict(self)
+        """The metrics as a JSON-ready dict, without `completions` (save those with tournament.save_completions)."""
+        out = asdict(self)
+        del out["completions"]
+        return out
 
 
 @torch.no_grad()
@@ -76,4 +83,5 @@ def evaluate_policy(model, tokenizer, items, prompt_fn, reward_fns, *, weights=N
         accuracy_by_subject={s: sum(v) / len(v) for s, v in sorted(by_subject.items())},
         mean_completion_tokens=sum(lengths) / max(1, len(lengths)),
         samples=samples,
+        completions=completions,
     )

@@ -137,15 +137,20 @@ class EncoderCosineJudge:
         out = torch.full((len(texts),), -1.0)  # (N,)
         rows = [i for i, t in enumerate(texts) if t and t.strip()]
         if rows:
-            emb = self.encoder.embed([texts[i] for i in rows]).float()                 # (n, C)
-            ref = self.encoder.embed([items[i].explanation for i in rows]).float()     # (n, C)
-            out[rows] = (emb * ref).sum(dim=-1).cpu()
+            # a tournament shows every text and every reference many times: embed each distinct one once
+            distinct = list(dict.fromkeys([texts[i] for i in rows] + [items[i].explanation for i in rows]))
+            index = {t: k for k, t in enumerate(distinct)}
+            emb = self.encoder.embed(distinct).float()                                  # (n_distinct, C)
+            e = emb[[index[texts[i]] for i in rows]]                                    # (n, C)
+            ref = emb[[index[items[i].explanation] for i in rows]]                      # (n, C)
+            out[rows] = (e * ref).sum(dim=-1).cpu()
         return out.tolist()
 
     def compare(self, items, firsts, seconds):
         _check_lengths(self.name, items, firsts, seconds)
-        s1, s2 = self.scores(list(firsts), list(items)), self.scores(list(seconds), list(items))
-        return [verdict(a, b, self.margin) for a, b in zip(s1, s2)]
+        n = len(items)
+        s = self.scores(list(firsts) + list(seconds), list(items) * 2)  # one encoder call for both sides
+        return [verdict(a, b, self.margin) for a, b in zip(s[:n], s[n:])]
 
 
 # ---- a causal LM as pairwise judge -----------------------------------------------------------------------------

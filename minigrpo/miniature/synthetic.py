@@ -56,6 +56,11 @@ class SyntheticDataset:
         fact = self.facts[self.fact_of[item_id]]
         return tuple(t for i, t in enumerate(fact.explanations) if i != self.template_of[item_id])
 
+    def key_terms(self, items=None):
+        """{item id: the terms of its fact (Fact.terms)} over `items` (default: train and eval), the per-item words
+        `minigrpo.eval.ReferenceJudge(key_terms=...)` looks for in an explanation."""
+        return {it.id: self.fact(it).terms for it in (self.train + self.eval if items is None else items)}
+
 
 @dataclass(frozen=True)
 class ParaphraseTriplet:

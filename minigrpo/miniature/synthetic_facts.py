@@ -7,6 +7,8 @@ sum or difference of small numbers, or one ordering puzzle. Every fact carries
     share the meaning but few words; the same template applied to two facts of a relation shares most words.
     That gap between lexical overlap (ROUGE-L) and meaning is what the semantic reward is meant to see through;
   - note: a terse line ("Recall: mitochondrion - making energy") that the SFT reasoning and the corpus both use;
+  - terms: the words every phrasing states (entity and value; the numbers of a sum; the three names of a
+    puzzle), which a reference-grounded judge can look for in an explanation;
   - probes: the questions that test it, each with its answer text and the wrong options to draw from.
 
 Logic puzzles state their premises in the question, so they are the only facts left out of the textbook corpus
@@ -38,6 +40,7 @@ class Fact:
     note: str            # terse recall line, used by the reasoning and the corpus glossary
     probes: tuple        # Probe, ...
     in_corpus: bool = True
+    terms: tuple = ()    # the words every phrasing states: ("mitochondrion", "making energy"), ("3", "4", "7")
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ def knowledge_facts():
             facts.append(Fact(
                 key=f"{rel.name}/{entity}", subject=rel.subject, relation=rel.name, topic=rel.topic,
                 explanations=tuple(_cap(t.format(**f)) for t in rel.explanations),
-                note=f"Recall: {entity} - {value}", probes=tuple(probes)))
+                note=f"Recall: {entity} - {value}", probes=tuple(probes), terms=(entity, value)))
     return facts
 
 
@@ -233,7 +236,8 @@ def arithmetic_facts():
                 key=f"{name}/{a}{spec['symbol']}{b}", subject="arithmetic", relation=name, topic=spec["topic"],
                 explanations=tuple(t.format(**f) for t in spec["explanations"]),
                 note=f"Compute: {a} {spec['symbol']} {b} = {r}",
-                probes=tuple(Probe(q.format(**f), str(r), wrong) for q in spec["questions"])))
+                probes=tuple(Probe(q.format(**f), str(r), wrong) for q in spec["questions"]),
+                terms=tuple(dict.fromkeys((str(a), str(b), str(r))))))
     return facts
 
 
@@ -271,7 +275,8 @@ def logic_facts(rng, n):
         facts.append(Fact(
             key=f"logic/{cmp}/{x}>{y}>{z}/{ask}", subject="logic", relation=f"logic/{cmp}", topic=topic,
             explanations=tuple(t.format(**f) for t in _LOGIC_EXPLANATIONS),
-            note=f"Order from {top}: {x}, {y}, {z}", probes=(Probe(question, ans, wrong),), in_corpus=False))
+            note=f"Order from {top}: {x}, {y}, {z}", probes=(Probe(question, ans, wrong),), in_corpus=False,
+            terms=(x, y, z)))
     return facts
 
 
