@@ -1,4 +1,5 @@
-"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, rollout.py, logprobs.py) on a tiny random Llama."""
+"""GRPOTrainer end to end (minigrpo/grpo/trainer.py, lifecycle.py, microbatch.py, rollout.py, logprobs.py) on a
+tiny random Llama."""
 
 import dataclasses
 import json
@@ -7,14 +8,16 @@ import math
 import pytest
 import torch
 
+from minigrpo.grpo import microbatch as microbatch_module
 from minigrpo.grpo import trainer as trainer_module
 from minigrpo.grpo.checkpoint import latest_checkpoint, load_checkpoint
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.metrics import TIMING_KEYS, read_metrics
 from minigrpo.grpo.logprobs import completion_logprobs
-from minigrpo.grpo.microbatch import micro_batches
+from minigrpo.grpo.microbatch import accumulate_gradients, micro_batches
 from minigrpo.grpo.rollout import rollout, should_merge
-from minigrpo.grpo.trainer import GRPOTrainer, TrainingStopped
+from minigrpo.grpo.lifecycle import TrainingStopped
+from minigrpo.grpo.trainer import GRPOTrainer
 from minigrpo.lora import lora_layers, lora_parameters
 from minigrpo.miniature import make_tiny_checkpoint
 from minigrpo.models import load_causal_lm, load_tokenizer
@@ -154,7 +157,7 @@ def test_gradient_accumulation_equals_the_full_batch(tiny, tmp_path, loss_type):
         t.config = dataclasses.replace(t.config, gradient_accumulation_steps=n)
         t.optimizer.zero_grad(set_to_none=True)
         mb = slices(t, batch)
-        stats = t.accumulate_gradients(batch, advantages, mb, t.reference_logprobs(batch, mb))
+        stats = accumulate_gradients(t.policy, batch, advantages, mb, t.config, t.reference_logprobs(batch, mb))
         results.append((stats, [p.grad.clone() for p in t.params]))
     (full, full_grads), *accumulated = results
     assert any(g.abs().max() > 0 for g in full_grads)
@@ -229,7 +232,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, tmp_path):
         randomize_adapters(t)
         batch = sample(t)
         mb = slices(t, batch)
-        t.accumulate_gradients(batch, torch.linspace(-1.0, 1.0, len(batch)), mb, t.reference_logprobs(batch, mb))
+        accumulate_gradients(t.policy, batch, torch.linspace(-1.0, 1.0, len(batch)), mb, t.config,
+                             t.reference_logprobs(batch, mb))
         grads.append([p.grad.clone() for p in t.params])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
@@ -306,13 +310,13 @@ def test_nan_reward_stops_the_run_and_keeps_the_last_good_state(tiny, tmp_path):
 
 
 def test_nan_loss_stops_before_the_optimizer_step(tiny, tmp_path, monkeypatch):
-    real = trainer_module.policy_loss
+    real = microbatch_module.policy_loss
 
     def nan_loss(*args, **kwargs):
         loss, stats = real(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(trainer_module, "policy_loss", nan_loss)
+    monkeypatch.setattr(microbatch_module, "policy_loss", nan_loss)
     t = make_trainer(tiny, tmp_path, max_steps=2)
     before = [p.detach().clone() for p in t.params]
     with pytest.raises(TrainingStopped, match="step 1: loss") as err:

@@ -56,11 +56,12 @@ Modules, in the order GRPOTrainer.train_step calls them:
     advantages.py       group-relative advantages
     logprobs.py         per-token log-probs: the fused fast path and the plain oracle
     kl.py, loss.py      the k3 KL estimate; the clipped policy loss and the micro-batch weights
-    microbatch.py       micro-batch slices and statistics, gradient checkpointing
+    microbatch.py       the update a micro-batch at a time (forwards, weighted backwards), gradient checkpointing
     metrics.py          the metrics.jsonl and samples.jsonl rows; hacking_signals.py, the hacking/* keys
 and around the step: config.py (GRPOConfig), checkpoint.py (atomic checkpoints, RNG states), resume.py (what a
-resumed run may change), distributed.py (torchrun: the process group and the step's collectives), trainer.py
-(GRPOTrainer: the loop, failures, resuming).
+resumed run may change), lifecycle.py (opening run_dir, resuming, stopping at a failure with the last good state
+saved), distributed.py (torchrun: the process group and the step's collectives), trainer.py (GRPOTrainer: the
+loop, one step's stages in order).
 
 Public API:
     group_advantages, token_logprobs, token_entropy, token_logprobs_from_hidden, completion_logprobs,
@@ -85,6 +86,7 @@ __all__ = [
 # The training loop built on the functions above (config, rollout, trainer, checkpoints).
 from .config import GRPOConfig  # noqa: E402
 from .rollout import RolloutBatch, rollout  # noqa: E402
-from .trainer import GRPOTrainer, TrainingStopped  # noqa: E402
+from .lifecycle import TrainingStopped  # noqa: E402
+from .trainer import GRPOTrainer  # noqa: E402
 
 __all__ += ["GRPOConfig", "GRPOTrainer", "TrainingStopped", "RolloutBatch", "rollout"]

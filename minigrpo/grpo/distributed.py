@@ -188,7 +188,7 @@ def raise_together(error):
     """Collective: when any rank passes an exception, every rank raises; when none does, return.
 
     The lowest failing rank's error is raised everywhere: itself on that rank, and on the others a copy of the same
-    class built as cls(component, message) (RewardError and the trainer's _NonFinite are), its message prefixed
+    class built as cls(component, message) (RewardError and lifecycle.NonFinite are), its message prefixed
     with "rank r: ". One process: raise error if it is not None.
     """
     if not _active():

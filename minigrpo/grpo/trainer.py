@@ -9,22 +9,21 @@ docstring says how steps, updates and micro-batches are counted):
                                            j of prompt p samples from a stream keyed by (seed, step, p, j)
   3. score              rewards/combine   every reward function, summed with its weight (default 1)
   4. advantages         advantages.py      group-relative, A (B*G,), over the global batch
-  5. ref and old logp   logprobs.py        no grad, per micro-batch: the reference with the adapters disabled
-                                           (skipped when beta = 0) and, when mu > 1, the old policy
+  5. ref and old logp   microbatch.py,     no grad, per micro-batch: the reference with the adapters disabled
+                        logprobs.py        (skipped when beta = 0) and, when mu > 1, the old policy
                                            (with mu = 1 old = logp.detach(), so the ratio is 1)
-  6. mu updates         logprobs.py,       per micro-batch: log-probs with grad, policy_loss, backward of the loss
+  6. mu updates         microbatch.py,     per micro-batch: log-probs with grad, policy_loss, backward of the loss
                         loss.py            times loss.micro_batch_weight, so the micro-batches add up to the full
                                            batch; then sum the gradients over the ranks, clip the gradient
                                            norm, AdamW step (LoRA weights only), scheduler step
   7. metrics            metrics.py         one row in metrics.jsonl, a few completions in samples.jsonl;
                                            `train` then saves a checkpoint at its interval (checkpoint.py)
 
-A reward that fails or is not finite, or a non-finite loss or gradient norm, stops the run before the optimizer
-step: the state as it was at the start of the step (weights, optimizer, scheduler, RNG, reward state) is saved as
-checkpoint step - 1 and TrainingStopped names the step and the component. The encoder inside a semantic reward is
-never touched here: reward functions run under torch.no_grad and the trainer optimizes only the policy's LoRA
-tensors. Before any compute, the trainer checks that every training prompt fits the model's context with
-max_completion_length new tokens, and a resume refuses a config that would change the run (resume.py).
+Around the steps (lifecycle.py), `train` opens run_dir (or resumes the run in it), and a reward that fails or is not
+finite, or a non-finite loss or gradient norm, stops the run before the optimizer step, with the state from the
+start of the step saved as checkpoint step - 1. The encoder inside a semantic reward is never touched here: reward
+functions run under torch.no_grad and the trainer optimizes only the policy's LoRA tensors. Before any compute,
+the trainer checks that every training prompt fits the model's context with max_completion_length new tokens.
 
 Under torchrun (`torchrun --nproc_per_node N script.py`) the same trainer runs data-parallel: prompts_per_step is
 the global batch, each rank rolls out and scores its share, and the few collectives that make the run the same as
@@ -33,8 +32,6 @@ metrics.jsonl, samples.jsonl and checkpoints; every rank resumes from the checkp
 """
 
 import contextlib
-import copy
-import json
 import math
 import sys
 import time
@@ -45,38 +42,19 @@ from tqdm.auto import tqdm
 
 from ..data.formats import CompletionFormat
 from ..lora import disable_adapters, inject_lora, lora_layers, lora_parameters
-from ..rewards import RewardError, combine_rewards, global_batch, load_reward_state, reward_state
+from ..rewards import RewardError, combine_rewards, global_batch, reward_state
 from ..train.optim import warmup_cosine
 from .advantages import group_advantages
-from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import capture_rng, save_checkpoint
 from .config import GRPOConfig
 from .distributed import (all_gather, all_reduce_gradients, all_sum, broadcast_object, broadcast_parameters,
                           check_split, describe_failure, gather_objects, is_main, own_rows, raise_together, rank,
                           setup, shard, world_size)
-from .logprobs import completion_logprobs
-from .loss import micro_batch_weight, policy_loss
+from .lifecycle import NonFinite, last_good_state, open_run_dir, stop
 from .metrics import JsonlLog, completion_values, step_metrics
-from .microbatch import Accumulator, enable_gradient_checkpointing, micro_batches, trim_padding
+from .microbatch import accumulate_gradients, enable_gradient_checkpointing, micro_batches, no_grad_logprobs
 from .prompt_sampler import PromptSampler
-from .resume import check_config, check_rewards
 from .rollout import check_prompts_fit, rollout, rollout_seeds
-
-
-class TrainingStopped(RuntimeError):
-    """A failing reward or a non-finite value stopped training. .step, .component, .checkpoint (the folder of the
-    last good state)."""
-
-    def __init__(self, message, step, component, checkpoint):
-        super().__init__(message)
-        self.step, self.component, self.checkpoint = step, component, checkpoint
-
-
-class _NonFinite(Exception):
-    """A non-finite loss or gradient norm; .component names which."""
-
-    def __init__(self, component, detail):
-        super().__init__(detail)
-        self.component = component
 
 
 class GRPOTrainer:
@@ -148,18 +126,17 @@ class GRPOTrainer:
     def train(self):
         """Run (or resume) until config.max_steps; returns the metrics rows logged by this call (on every rank)."""
         c = self.config
-        self._prepare_run_dir()
+        open_run_dir(self)
         rows = []
         bar = tqdm(total=c.max_steps, initial=self.step, desc="grpo", disable=not (c.progress and is_main()),
                    dynamic_ncols=True)
         while self.step < c.max_steps:
             step = self.step + 1
-            before = (capture_rng(), reward_state(self.reward_fns))
-            snapshot = self._snapshot() if c.num_iterations > 1 else None
+            last_good = last_good_state(self)
             try:
                 row = self.train_step(step)
-            except (RewardError, _NonFinite) as e:
-                self._stop(step, e, before, snapshot)
+            except (RewardError, NonFinite) as e:
+                stop(self, step, e, last_good)  # rolls back, saves checkpoint step - 1, raises TrainingStopped
             except BaseException as e:  # anything else ends this process; say which rank, for the other N - 1
                 if world_size() > 1:
                     print(describe_failure(e, step), file=sys.stderr, flush=True)
@@ -221,65 +198,30 @@ class GRPOTrainer:
     def reference_logprobs(self, batch, slices):
         """Per micro-batch (B_mb, N_mb) log-probs under the base model (adapters disabled), no grad."""
         with disable_adapters(self.policy):
-            return self._no_grad_logprobs(batch, slices)
+            return no_grad_logprobs(self.policy, batch, slices, self.config, self._autocast)
 
     def old_logprobs(self, batch, slices):
         """Per micro-batch (B_mb, N_mb) log-probs under the current policy, no grad (the pi_old of mu > 1)."""
-        return self._no_grad_logprobs(batch, slices)
+        return no_grad_logprobs(self.policy, batch, slices, self.config, self._autocast)
 
     def update(self, batch, advantages, slices, ref=None, old=None, *, iteration=0):
         """One optimizer update on the whole batch: accumulate every micro-batch's gradient, clip, step.
 
-        Returns the update's full-batch stats (accumulate_gradients) with its grad_norm.
+        Returns the update's full-batch stats (microbatch.accumulate_gradients) with its grad_norm.
         """
         c = self.config
         self.optimizer.zero_grad(set_to_none=True)
-        stats = self.accumulate_gradients(batch, advantages, slices, ref, old, with_entropy=(iteration == 0),
-                                          iteration=iteration)
+        stats = accumulate_gradients(self.policy, batch, advantages, slices, c, ref, old, autocast=self._autocast,
+                                     with_entropy=(iteration == 0), iteration=iteration)
         all_reduce_gradients(self.params)  # the ranks' parts, each divided by the global normaliser, add up
         max_norm = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         if not math.isfinite(grad_norm):
-            raise _NonFinite("grad_norm", f"gradient norm is {grad_norm} (iteration {iteration})")
+            raise NonFinite("grad_norm", f"gradient norm is {grad_norm} (iteration {iteration})")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {**stats, "grad_norm": grad_norm}
-
-    def accumulate_gradients(self, batch, advantages, slices, ref=None, old=None, *, with_entropy=False,
-                             iteration=0):
-        """Forward and backward every micro-batch, gradients adding up to the full batch's (loss.micro_batch_weight).
-
-        advantages: (B*G,) on the device. ref / old: lists of per-micro-batch log-probs, or None (beta = 0 / mu = 1).
-        Does not step the optimizer. Returns full-batch stats: loss (sum of the weighted micro-batch losses), token
-        means of ratio, clip fractions, kl and entropy. Under torchrun the weights divide by the rows and tokens of
-        the global batch (all_sum), so the ranks' gradients add up to its gradient, and the stats are its.
-        """
-        c = self.config
-        n_rows, total_tokens = all_sum(torch.tensor([len(batch), int(batch.completion_mask.sum())])).tolist()
-        self.policy.train()
-        acc, failure = Accumulator(), None
-        for j, sl in enumerate(slices):
-            p_ids, p_mask, c_ids, c_mask = trim_padding(*batch.rows(sl))
-            with self._autocast():
-                logp, entropy = completion_logprobs(self.policy, p_ids, p_mask, c_ids, c_mask,
-                                                    temperature=c.temperature, chunk_size=c.logprob_chunk_size,
-                                                    with_entropy=with_entropy)
-            loss, stats = policy_loss(
-                logp, None if old is None else old[j], None if ref is None else ref[j], advantages[sl], c_mask,
-                beta=c.beta, eps_low=c.eps_low, eps_high=c.eps_high, loss_type=c.loss_type,
-                max_completion_length=c.max_completion_length,
-                num_items_in_batch=total_tokens if c.loss_type == "dapo" else None)
-            if not torch.isfinite(loss):
-                failure = _NonFinite("loss", f"loss is {loss.item()} (iteration {iteration}, micro-batch {j})")
-                break
-            tokens = int(c_mask.sum())
-            weight = micro_batch_weight(c.loss_type, len(c_ids), n_rows, tokens, total_tokens)
-            (loss * weight).backward()
-            ent = None if entropy is None else float((entropy.detach() * c_mask).sum())
-            acc.add(stats, weight * stats["loss"], tokens, ent)
-        raise_together(failure)  # a non-finite loss on any rank stops every rank
-        return acc.result(all_sum)
 
     def save(self, step, rng_state, rewards_state=None):
         """Rank 0 writes checkpoint `step`; every rank returns its folder once it is complete."""
@@ -290,18 +232,6 @@ class GRPOTrainer:
         return broadcast_object(path)
 
     # ---- internals ----
-
-    def _no_grad_logprobs(self, batch, slices):
-        """Per micro-batch (B_mb, N_mb) log-probs under the policy as it is (adapters on or off), no grad."""
-        out = []
-        self.policy.eval()  # same numbers the update's forward computes (no adapter dropout)
-        with torch.no_grad(), self._autocast():
-            for sl in slices:
-                logp, _ = completion_logprobs(self.policy, *trim_padding(*batch.rows(sl)),
-                                              temperature=self.config.temperature,
-                                              chunk_size=self.config.logprob_chunk_size)
-                out.append(logp)
-        return out
 
     def _log_samples(self, step, batch, scores, advantages):
         """Every sample_interval steps, the first num_samples completions of the global batch, with their rewards,
@@ -317,55 +247,6 @@ class GRPOTrainer:
             for i in range(min(c.num_samples - first_row, len(batch)))]
         for record in gather_objects(records):
             self.samples.append(record)
-
-    def _prepare_run_dir(self):
-        c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        # rank 0 reads the folder for every rank, so all of them resume from the same checkpoint (or refuse alike)
-        ckpt, logged = broadcast_object((latest_checkpoint(self.run_dir), bool(self.metrics.read())) if is_main()
-                                        else None)
-        if c.resume:  # no checkpoint yet: start from step 0, dropping rows a crashed first attempt logged
-            if ckpt is not None and self.step == 0:
-                self._resume_from(ckpt)
-            self.metrics.truncate_after(self.step)
-            self.samples.truncate_after(self.step)
-        elif self.step == 0 and (ckpt is not None or logged):
-            raise FileExistsError(
-                f"GRPOTrainer: run_dir {self.run_dir} already holds a run (checkpoints or metrics.jsonl); "
-                f"pass resume=True to continue it, or choose another run_dir")
-        if is_main():
-            (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
-
-    def _resume_from(self, ckpt):
-        check_config(ckpt, self.config)  # before anything is loaded
-        state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, map_location=self.device)
-        check_rewards(ckpt, state["extra"].get("reward_weights"), self.reward_weights)
-        restore_rng(state["rng"])  # sampling itself needs no state: its streams are keyed by the step
-        load_reward_state(self.reward_fns, state["extra"].get("reward_state", {}))
-        self.step = state["step"]
-
-    def _stop(self, step, err, before, snapshot):
-        rng_before, rewards_before = before
-        if snapshot is not None:  # mu > 1: earlier updates of this step already changed the weights
-            self._restore(snapshot)
-        load_reward_state(self.reward_fns, rewards_before)
-        self.optimizer.zero_grad(set_to_none=True)
-        path = self.save(step - 1, rng_before, rewards_before)
-        raise TrainingStopped(
-            f"training stopped at step {step}: {err.component}: {err}. The optimizer was not stepped with it; "
-            f"the last good state (step {step - 1}) is saved in {path}", step, err.component, path) from err
-
-    def _snapshot(self):
-        return ([p.detach().clone() for p in self.params], copy.deepcopy(self.optimizer.state_dict()),
-                copy.deepcopy(self.scheduler.state_dict()))
-
-    def _restore(self, snapshot):
-        weights, opt, sched = snapshot
-        with torch.no_grad():
-            for p, w in zip(self.params, weights):
-                p.copy_(w)
-        self.optimizer.load_state_dict(opt)
-        self.scheduler.load_state_dict(sched)
 
     def _lr_factor(self, update):
         c = self.config
