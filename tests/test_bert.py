@@ -4,6 +4,7 @@ against sentence-transformers on the same folder."""
 
 import json
 import math
+import re
 import shutil
 import zipfile
 
@@ -171,6 +172,22 @@ def test_config_reads_transformers_defaults_and_rejects_what_it_cannot_honour(hf
                        ("is_decoder", True)]:
         with pytest.raises(ValueError, match=f"cfg: unsupported {key} {value!r}"):
             BertConfig.from_hf_config({"model_type": "bert", key: value}, source="cfg")
+
+
+@pytest.mark.parametrize("load", [BertConfig.from_pretrained, load_encoder], ids=["BertConfig", "load_encoder"])
+def test_non_utf8_config_json_is_an_error_naming_file_and_line(tmp_path, load):
+    (tmp_path / "config.json").write_bytes(b'{\n "model_type": "bert",\n "_name_or_path": "caf\xe9"\n}')  # Latin-1
+    message = f"{tmp_path / 'config.json'}:3: expected UTF-8 text, found byte 0xe9"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("load", [BertConfig.from_pretrained, load_encoder], ids=["BertConfig", "load_encoder"])
+def test_top_level_list_config_json_is_an_error_naming_the_file(tmp_path, load):
+    (tmp_path / "config.json").write_text(json.dumps([{"model_type": "bert"}]))
+    message = f"{tmp_path / 'config.json'}: expected a JSON object of model settings, found a list"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(tmp_path)
 
 
 # ---- parity with transformers and sentence-transformers ------------------------------------------------------

@@ -20,14 +20,14 @@ loading is a one-to-one copy (see loading.load_bert for the spellings it accepts
 never read it.
 """
 
-import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import read_config_json
 
 # transformers' BertConfig defaults, for keys a config.json may leave out
 _DEFAULTS = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -66,6 +66,8 @@ class BertConfig:
     @classmethod
     def from_hf_config(cls, config: dict, source: str = "config") -> "BertConfig":
         """Build from a config.json dict; reject what this encoder cannot honour, naming the key."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{source}: expected a JSON object of model settings, found a {type(config).__name__}")
         if config.get("model_type") != "bert":
             raise ValueError(f"{source}: model_type must be 'bert', found {config.get('model_type')!r}")
         unsupported = {
@@ -88,15 +90,8 @@ class BertConfig:
 
     @classmethod
     def from_pretrained(cls, path) -> "BertConfig":
-        """Read `path/config.json` (or `path` itself when it is the json file)."""
-        file = Path(path)
-        file = file / "config.json" if file.is_dir() else file
-        if not file.is_file():
-            raise FileNotFoundError(f"no config.json found: expected the file {file}")
-        try:
-            config = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        """Read `path/config.json` (or `path` itself when it is the json file), see config.read_config_json."""
+        config, file = read_config_json(path)
         return cls.from_hf_config(config, source=str(file))
 
 

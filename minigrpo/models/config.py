@@ -139,16 +139,8 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained(cls, path) -> "ModelConfig":
-        """Read `path/config.json` (or `path` itself when it is the json file)."""
-        file = Path(path)
-        if file.is_dir():
-            file = file / "config.json"
-        if not file.is_file():
-            raise FileNotFoundError(f"no config.json found: expected the file {file}")
-        try:
-            config = json.loads(read_utf8(file))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        """Read `path/config.json` (or `path` itself when it is the json file), see read_config_json."""
+        config, file = read_config_json(path)
         return cls.from_hf_config(config, source=str(file))
 
 
@@ -213,6 +205,28 @@ def _check_rope_scaling(scaling):
     if rope_type == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
         raise ValueError(f"config rope_scaling.high_freq_factor ({scaling['high_freq_factor']}) must be greater "
                          f"than low_freq_factor ({scaling['low_freq_factor']})")
+
+
+def read_config_json(path):
+    """(settings, file): the JSON object in `path/config.json` (or `path` itself), for every checkpoint, BERT's
+    too. Errors name the file, and the line for bytes that are not UTF-8 (read_utf8) or JSON that does not parse."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"no config.json found: expected the file {file}")
+    config = read_json(file)
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: expected a JSON object of model settings, found a {type(config).__name__}")
+    return config, file
+
+
+def read_json(file):
+    """The JSON value in `file`, which must be UTF-8 (read_utf8); a syntax error names the file, line and column."""
+    try:
+        return json.loads(read_utf8(file))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
 
 
 def read_utf8(file) -> str:

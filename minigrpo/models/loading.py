@@ -16,14 +16,13 @@ A tied checkpoint that also stores lm_head.weight (Qwen3-0.6B does) keeps embed_
 trained, and warns if the two stored tensors differ.
 """
 
-import json
 import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpoint import load_tensors, read_tensor_infos, resolve_dtype
-from .config import ModelConfig
+from .config import ModelConfig, read_config_json
 from .encoder import Encoder
 from .tokenizer import load_tokenizer
 from .transformer import CausalLM, Transformer
@@ -134,13 +133,7 @@ def load_encoder(path, pooling=None, dtype=None, device="cpu"):
 
 def _model_type(path):
     """config.json's model_type ("bert", "qwen3", ...), read before choosing which config class parses it."""
-    file = Path(path) / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"no config.json found: expected the file {file}")
-    try:
-        return json.loads(file.read_text()).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{file}: expected a JSON object with a model_type ({e})") from None
+    return read_config_json(Path(path) / "config.json")[0].get("model_type")
 
 
 def _bert_module_keys(infos):

@@ -23,7 +23,6 @@ A folder's embeddings are always L2-normalised by Encoder.embed; `normalize` onl
 asked for it.
 """
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import normalizers
+
+from .config import read_json
 
 MODULES_FILE = "modules.json"
 SENTENCE_CONFIG_FILE = "sentence_bert_config.json"
@@ -54,16 +55,9 @@ class SentenceFolder:
     do_lower_case: bool
 
 
-def _read_json(file):
-    try:
-        return json.loads(Path(file).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-
-
 def read_pooling_mode(file):
     """The Encoder pooling name ("mean", "cls", "last") from a Pooling module's config.json."""
-    config = _read_json(file)
+    config = read_json(file)
     if "pooling_mode" in config:
         modes = config["pooling_mode"]
     else:
@@ -83,7 +77,7 @@ def read_sentence_folder(path):
     modules_file = folder / MODULES_FILE
     if not modules_file.is_file():
         return None
-    modules = _read_json(modules_file)
+    modules = read_json(modules_file)
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise ValueError(f"{modules_file}: expected a list of {{\"path\", \"type\", ...}} objects")
     by_kind = {}
@@ -101,7 +95,7 @@ def read_sentence_folder(path):
     pooling = read_pooling_mode(by_kind["Pooling"][1] / "config.json") if "Pooling" in by_kind else None
 
     config_file = model_path / SENTENCE_CONFIG_FILE
-    config = _read_json(config_file) if config_file.is_file() else {}
+    config = read_json(config_file) if config_file.is_file() else {}
     max_seq_length = config.get("max_seq_length")
     if max_seq_length is not None and (not isinstance(max_seq_length, int) or max_seq_length < 1):
         raise ValueError(f"{config_file}: max_seq_length must be a positive integer or null, found {max_seq_length!r}")

@@ -27,7 +27,6 @@ Conventions, where libraries differ:
     * Text files that are not UTF-8 raise ValueError naming the file, the line and the byte.
 """
 
-import json
 import warnings
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 
 from .chat_template import DEFAULT_CHAT_TEMPLATE, SPECIAL_TOKEN_KEYS, render_chat_template
-from .config import read_utf8
+from .config import read_json, read_utf8
 
 # transformers writes int(1e30) as model_max_length when a checkpoint sets no limit.
 _NO_LIMIT = 10**12
@@ -260,10 +259,7 @@ def load_tokenizer(path) -> Tokenizer:
     config = {}
     cfg_file = path / "tokenizer_config.json"
     if cfg_file.is_file():
-        try:
-            config = json.loads(read_utf8(cfg_file))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_file} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
+        config = read_json(cfg_file)
         if not isinstance(config, dict):
             raise ValueError(f"{cfg_file}: expected a JSON object, found {type(config).__name__}")
 
