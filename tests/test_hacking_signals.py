@@ -59,3 +59,8 @@ def test_items_without_a_question_are_left_out_of_the_copy_fraction():
     assert flags[:2] == [1.0, 0.0] and math.isnan(flags[2])  # recall 6 / 6 and 0 / 6; a prompt has no question
     assert batch_signals({}, [0.0, 1.0, 2.0], [1, 2, 3], flags)["hacking/copy_question_frac"] == 0.5
     assert batch_signals({}, [0.0], [1], [math.nan])["hacking/copy_question_frac"] is None
+
+
+def test_a_reward_with_the_wrong_number_of_values_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"batch_signals: reward 'semantic' has 1 values for 2 completions"):
+        batch_signals({"semantic": [0.5]}, [0.0, 1.0], [1, 2], [0.0, 0.0])

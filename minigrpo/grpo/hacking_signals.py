@@ -60,7 +60,7 @@ def batch_signals(rewards_by_component, total, lengths, copies):
     for name, values in rewards_by_component.items():
         v = np.asarray([float(x) for x in values], dtype=np.float64)
         if len(v) != n:
-            raise ValueError(f"training_signals: reward {name!r} has {len(v)} values for {n} completions")
+            raise ValueError(f"batch_signals: reward {name!r} has {len(v)} values for {n} completions")
         row[f"hacking/{name}/mean"] = float(v.mean())
         row[f"hacking/{name}/std"] = float(v.std(ddof=1)) if n > 1 else 0.0
     row["hacking/len_reward_corr"] = pearson([float(x) for x in lengths], [float(x) for x in total])
