@@ -213,9 +213,8 @@ def _plain_logprobs(hidden, weight, targets, temperature, with_entropy):
 # ---- one chunk: these functions see (rows or B, c, V) at most ----
 
 def _chunk_logits(h, weight, temperature):
-    z = F.linear(h, weight)  # (c, V): the projection in the weights' dtype, as lm_head computes it
-    z = z.to(torch.promote_types(z.dtype, torch.float32))  # float32 (float64 stays float64)
-    return z / temperature if temperature != 1.0 else z
+    # (c, V): the projection in the weights' dtype, as lm_head computes it, then widened and tempered
+    return _widen(F.linear(h, weight), temperature)
 
 
 def _logprobs_from_logits(z, y, temperature):
