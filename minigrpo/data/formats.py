@@ -93,10 +93,6 @@ class CompletionFormat:
     def _close(tag):
         return f"</{tag}>"
 
-    def _all_tags(self):
-        return [t(name) for name in (self.reasoning_tag, self.explanation_tag, self.answer_tag)
-                for t in (self._open, self._close)]
-
     # ---- writing ----------------------------------------------------------------------------------------------
 
     def render(self, reasoning, explanation, answer):
