@@ -15,9 +15,10 @@ GRPOTrainer defaults.
 3. Aggregation: loss_type "grpo" (default here) is DeepSeekMath's 1/G sum_i 1/|o_i| sum_t; TRL defaults to
    "dapo" (token sum over the global token count). "bnpo", "dr_grpo" and "dapo" are available, each equal to
    TRL's on a batch taken whole. With gradient accumulation the trainer weights each micro-batch's loss by its
-   share of the batch's rows (grpo, dr_grpo) or tokens (bnpo), so the micro-batches add up to the whole batch and
-   their number changes memory, not the update. TRL divides by the number of micro-batches instead, which for bnpo
-   is a mean of micro-batch token means that depends on the split (loss.py says more).
+   share of the batch's rows (grpo, dr_grpo) or tokens (bnpo), and gives dapo the batch's token count, so the
+   micro-batches add up to the whole batch and their number changes memory, not the update. TRL divides by the
+   number of micro-batches instead, which for bnpo is a mean of micro-batch token means that depends on the split
+   (loss.py says more).
 4. KL: the k3 estimator is added to each token's loss before aggregation (DeepSeekMath and TRL), so it is
    weighted by the same normalizer. The trainer's beta defaults to 0.04, DeepSeekMath's value; TRL's default is
    0.0 (no KL, no reference forward). `policy_loss` itself takes beta as a required keyword.
@@ -41,13 +42,17 @@ GRPOTrainer defaults.
    (lora.merged: no adapter matmuls per token; W is restored bit for bit afterwards), which equal the policy up
    to float32 rounding; old log-probs are then recomputed through the adapters, as TRL does when vLLM holds
    merged weights. bf16 models sample through the unmerged adapters unless merge_for_generation=True.
+   Each completion draws its tokens from its own random stream, keyed by (seed, step, prompt index, completion
+   index) (generation.sampling.stream_seed, rollout.rollout_seeds): what it samples depends neither on the other
+   rows of its batch nor on how the run was split or resumed.
 11. Data parallel (torchrun): the number of processes changes the speed, not the run. prompts_per_step is the
    global batch and each rank samples whole groups; completion j of prompt p draws from a random stream keyed by
-   (seed, step, p, j), never by rank; advantages come from the all-gathered rewards; every normaliser that spans
-   the batch (rows, tokens, the reward std of scale="batch", the semantic reward's off-target questions) is the
-   global batch's; one all-reduce sums the LoRA gradients. TRL (through accelerate) also gathers the rewards and
-   uses the global token count for dapo, but seeds sampling per process, so its completions depend on the
-   number of processes, and its bnpo divides by each process's own token count before DDP averages them.
+   (seed, step, p, j), never by rank (10); advantages come from the all-gathered rewards; every normaliser that
+   spans the batch (rows, tokens, the reward std of scale="batch", the questions the semantic reward's off-target
+   baseline averages over) is the global batch's; one all-reduce sums the LoRA gradients. TRL (through
+   accelerate) also gathers the rewards and uses the global token count for dapo, but seeds sampling per process,
+   so its completions depend on the number of processes, and its bnpo divides by each process's own token count
+   before DDP averages them.
 
 Modules, in the order GRPOTrainer.train_step calls them:
     prompt_sampler.py   which items a step draws its prompts from
