@@ -118,6 +118,7 @@ class GRPOConfig:
 
     @property
     def micro_batch_rows(self) -> int:
+        """Rows of a micro-batch on one process; under torchrun each rank's micro-batches are 1 / W of it."""
         return self.batch_rows // self.gradient_accumulation_steps
 
     @property

@@ -9,11 +9,11 @@ values (`completion_values`) of every rank are gathered before `step_metrics` su
 
 metrics.jsonl keys (all floats unless noted):
     step (int), loss, reward, reward_std, rewards/<name>/mean, rewards/<name>/std, frac_reward_zero_std,
-    adv/group_std_mean, adv/frac_std_floored, kl, entropy, ratio_mean, clip_ratio/low_mean, clip_ratio/high_mean,
-    clip_ratio/region_mean, completion_length/mean, /min, /max, completion_length/frac_truncated,
-    frac_prompt_truncated, grad_norm, learning_rate, num_tokens (completion tokens in the batch),
-    the hacking/* signals (hacking_signals.py), world_size (int, data-parallel processes),
-    and the timing fields in TIMING_KEYS.
+    adv/group_std_mean, adv/frac_std_floored, kl (null when beta = 0), entropy, ratio_mean, clip_ratio/low_mean,
+    clip_ratio/high_mean, clip_ratio/region_mean, completion_length/mean, /min, /max, /frac_truncated,
+    frac_prompt_truncated, grad_norm, learning_rate, num_tokens (completion tokens in the batch), the hacking/*
+    signals (hacking_signals.py), world_size (int, data-parallel processes), the timing fields in TIMING_KEYS,
+    and with mu > 1 `updates`, the list of each update's statistics.
 """
 
 import json

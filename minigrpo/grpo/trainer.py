@@ -7,7 +7,7 @@ docstring says how steps, updates and micro-batches are counted):
                                            data-parallel rank keeps its share of whole groups
   2. roll out           rollout.py         G completions per prompt from the current policy, decoded; completion
                                            j of prompt p samples from a stream keyed by (seed, step, p, j)
-  3. score              rewards/combine   every reward function, summed with its weight (default 1)
+  3. score              rewards/combine    every reward function, summed with its weight (default 1)
   4. advantages         advantages.py      group-relative, A (B*G,), over the global batch
   5. ref and old logp   microbatch.py,     no grad, per micro-batch: the reference with the adapters disabled
                         logprobs.py        (skipped when beta = 0) and, when mu > 1, the old policy
