@@ -29,7 +29,6 @@ from .transformer import CausalLM, Transformer
 
 PREFIX = "model."
 HEAD = "lm_head.weight"
-EMBED = PREFIX + "embed_tokens.weight"
 
 
 def load_causal_lm(path, dtype=None, device="cpu"):
