@@ -2,8 +2,11 @@
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+from minigrpo.models import attention
 from minigrpo.models.attention import Attention, build_attention_mask, grouped_attention
 from minigrpo.models.config import ModelConfig
 
@@ -49,13 +52,49 @@ def test_query_head_h_uses_kv_head_h_floor_div_n_rep():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)  # H 4, Hkv 2, n_rep 2
     fast = grouped_attention(q, k, v, None, True)  # enable_gqa path
-    mask = torch.ones(5, 5).tril().bool()[None, None]  # an explicit mask takes the repeat_interleave path
+    mask = torch.ones(5, 5).tril().bool()[None, None]  # an explicit mask takes the folded path
     slow = grouped_attention(q, k, v, mask, False)
     expected = _reference_attention(q, k, v, lambda h: h // 2)  # heads 0,1 -> kv 0; heads 2,3 -> kv 1
     torch.testing.assert_close(fast, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(slow, expected, atol=1e-6, rtol=0)
     wrong = _reference_attention(q, k, v, lambda h: h % 2)  # the classic bug gives something else
     assert (fast - wrong).abs().max() > 1e-2
+
+
+def _repeated_kv_attention(q, k, v, mask, is_causal):
+    """The obvious grouped-query attention: copy key/value head g for each of its n_rep query heads."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
+# (new queries T, cached positions): a padded prefill, one decoding step, several new tokens after a past
+@pytest.mark.parametrize("T, past", [(5, 0), (1, 6), (3, 4)])
+def test_folded_query_heads_equal_repeated_kv_heads_under_a_padding_mask(T, past):
+    torch.manual_seed(0)
+    S = past + T
+    pads = torch.tensor([[0, 0] + [1] * (S - 2), [1] * S, [0] * (S - 1) + [1]])  # left pads in rows 0 and 2
+    mask, _ = build_attention_mask(pads, T, past, "cpu")  # (3, 1, T, S)
+    q, k, v = torch.randn(3, 6, T, 8), torch.randn(3, 2, S, 8), torch.randn(3, 2, S, 8)  # H 6, Hkv 2, n_rep 3
+    # float32 SDPA over the same scores; only the grouping of query rows into kernel blocks differs
+    torch.testing.assert_close(grouped_attention(q, k, v, mask, False), _repeated_kv_attention(q, k, v, mask, False),
+                               atol=1e-6, rtol=0)
+
+
+def test_folded_query_heads_take_a_mask_broadcast_over_the_batch():
+    torch.manual_seed(0)
+    mask, _ = build_attention_mask(None, 3, 4, "cpu")  # no pads, 3 new tokens after 4 cached: (1, 1, 3, 7)
+    q, k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    torch.testing.assert_close(grouped_attention(q, k, v, mask, False), _repeated_kv_attention(q, k, v, mask, False),
+                               atol=1e-6, rtol=0)
+
+
+def test_without_sdpa_gqa_a_causal_prefill_folds_with_the_causal_mask_spelled_out(monkeypatch):
+    monkeypatch.setattr(attention, "_SDPA_HAS_GQA", False)  # as on torch < 2.5
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    torch.testing.assert_close(grouped_attention(q, k, v, None, True),
+                               _reference_attention(q, k, v, lambda h: h // 2), atol=1e-6, rtol=0)
 
 
 def test_fully_padded_rows_stay_finite_and_real_tokens_ignore_pads():

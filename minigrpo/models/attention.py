@@ -68,13 +68,18 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(D, eps=config.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
+        self.fused_qkv = None  # while sampling: q, k, v from one matmul (see fused.py); not a parameter
 
     def forward(self, x, cos, sin, mask=None, is_causal=False, kv_cache=None):
         """x (B, T, C), cos/sin (B, T, D), mask (B or 1, 1, T, S) bool or None -> (B, T, C)."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        if self.fused_qkv is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:  # the same three maps as one matmul; the line above is its oracle
+            q, k, v = self.fused_qkv(x)
+        q = q.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         if self.q_norm is not None:  # per head, before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or Hkv, T, D)
@@ -90,18 +95,29 @@ def grouped_attention(q, k, v, mask, is_causal):
     """softmax(q k^T / sqrt(D) + mask) v with query head h reading key/value head h // n_rep.
 
     q (B, H, T, D), k/v (B, Hkv, S, D) -> (B, H, T, D).
+
+    With a mask, the n_rep query heads that share a key/value head are folded into that head's queries: query head
+    h = g * n_rep + r at time t becomes query row r * T + t of head g, and each such row takes mask row t. SDPA then
+    sees Hkv heads on both sides and reads k/v where they lie. (Repeating k/v for every query head instead would copy
+    the whole KV cache n_rep times at every decoding step.)
     """
-    H, Hkv, D = q.shape[1], k.shape[1], q.shape[-1]
+    B, H, T, D = q.shape
+    Hkv = k.shape[1]
     scale = 1.0 / math.sqrt(D)
     if H == Hkv:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
     if _SDPA_HAS_GQA and mask is None:
         # no mask: SDPA's fused kernels handle the head groups without copying k and v
         return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale, enable_gqa=True)
-    # with a mask, expand k/v explicitly: the fused GPU kernels that accept masks do not take grouped heads, and
-    # on CPU (torch 2.13) enable_gqa together with a broadcast (1, 1, T, S) mask gives wrong results.
-    # repeat_interleave puts copies of head g at h = g*n_rep .. g*n_rep + n_rep - 1, i.e. head h reads h // n_rep
+    # (enable_gqa is not used with a mask: the fused GPU kernels that accept masks do not take grouped heads, and on
+    # CPU (torch 2.13) enable_gqa together with a broadcast (1, 1, T, S) mask gives wrong results.)
+    if mask is None and is_causal:  # torch < 2.5 only: spell the causal mask out, as folding breaks is_causal
+        S = k.shape[2]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]  # (1, 1, T, S)
     n_rep = H // Hkv
-    k = k.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)
-    v = v.repeat_interleave(n_rep, dim=1)  # (B, H, S, D)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
+    q = q.reshape(B, Hkv, n_rep * T, D)  # head g's query rows: (r, t) for r < n_rep, t < T
+    if mask is not None:
+        mask = mask.unsqueeze(2).expand(-1, -1, n_rep, -1, -1)  # (B or 1, 1, n_rep, T, S): row t for every r
+        mask = mask.reshape(mask.shape[0], 1, n_rep * T, mask.shape[-1])  # (B or 1, 1, n_rep*T, S)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, Hkv, n_rep*T, D)
+    return out.reshape(B, H, T, D)
