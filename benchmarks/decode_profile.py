@@ -2,12 +2,11 @@
 
 A prompt batch is prefilled outside the profiler; then `steps` decode steps run under it, each exactly as
 `generate` runs one (sample a token from the last logits, feed it with its position through the KV cache, take the
-LM head of the new position), inside the same fast-path context `generate` enters. Every top-level aten op is
-charged to a part (its CPU time, with everything it calls):
+LM head of the new position). Every top-level aten op is charged to a part (its CPU time, with everything it calls):
 
-    weight matmuls   every projection of every block (q, k, v, o, gate, up, down; fused or not)
+    weight matmuls   every projection of every block (q, k, v, o, gate, up, down)
     lm_head          the output projection to the vocabulary
-    attention        scaled dot-product attention over the cache (and the k/v head copies of the masked path)
+    attention        scaled dot-product attention over the cache
     KV cache         writing the new keys/values into the preallocated cache
     norms            the RMSNorms
     RoPE             the cos/sin tables and the rotation of q and k
@@ -29,7 +28,6 @@ from torch.profiler import ProfilerActivity, profile
 from minigrpo.generation.prompts import position_ids
 from minigrpo.generation.sampling import sample_next_token
 from minigrpo.models import KVCache
-from minigrpo.models.fused import fused_projections
 
 MATMULS = {"aten::linear", "aten::matmul", "aten::mm", "aten::addmm"}
 # (file, function or None for any) of the innermost minigrpo frame -> part; the first match wins
@@ -87,7 +85,7 @@ def top_level_ops(events):
 def print_decode_profile(model, ids, mask, steps=16):
     """Print, for one batch, the wall time of a decode step and the share of each part in it (under the profiler)."""
     prepare, run = decode_steps(model, ids, mask, steps)
-    with torch.inference_mode(), fused_projections(model):
+    with torch.inference_mode():
         run(*prepare())  # warm-up
         state = prepare()
         start = time.perf_counter()

@@ -68,18 +68,13 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(D, eps=config.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
-        self.fused_qkv = None  # while sampling: q, k, v from one matmul (see fused.py); not a parameter
 
     def forward(self, x, cos, sin, mask=None, is_causal=False, kv_cache=None):
         """x (B, T, C), cos/sin (B, T, D), mask (B or 1, 1, T, S) bool or None -> (B, T, C)."""
         B, T, _ = x.shape
-        if self.fused_qkv is None:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        else:  # the same three maps as one matmul; the line above is its oracle
-            q, k, v = self.fused_qkv(x)
-        q = q.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        k = k.view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        v = v.view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         if self.q_norm is not None:  # per head, before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or Hkv, T, D)
