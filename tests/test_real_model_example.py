@@ -74,6 +74,15 @@ def test_reward_variant_reuses_the_seeds_cpt_and_sft(example, checkpoints, tmp_p
     assert other_seed["from_cache"] == [] and "grpo_rouge" not in other_seed  # another seed's variants are dropped
 
 
+def test_rate_only_rates_the_variants_on_disk_again_without_training(example, checkpoints, tmp_path):
+    first = run(example, checkpoints, tmp_path / "run", tmp_path / "cache")
+    again = run(example, checkpoints, tmp_path / "run", tmp_path / "cache", "--rate-only")
+    assert again["elo"] == first["elo"] and again["grpo"] == first["grpo"]
+    assert not (tmp_path / "run" / "grpo_rouge").exists()
+    with pytest.raises(SystemExit, match="holds seed 0"):
+        run(example, checkpoints, tmp_path / "run", tmp_path / "cache", "--rate-only", "--seed", "3")
+
+
 def test_missing_checkpoints_name_the_install_command(example, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(example, "wheel_file", lambda package, name: None)
     with pytest.raises(SystemExit) as err:
