@@ -79,6 +79,9 @@ def test_rate_only_rates_the_variants_on_disk_again_without_training(example, ch
     again = run(example, checkpoints, tmp_path / "run", tmp_path / "cache", "--rate-only")
     assert again["elo"] == first["elo"] and again["grpo"] == first["grpo"]
     assert not (tmp_path / "run" / "grpo_rouge").exists()
+    judged = run(example, checkpoints, tmp_path / "run", tmp_path / "cache", "--rate-only", "--lm-judge-items", "3")
+    assert set(judged["elo_lm_judge"]) == {"base", "sft", "grpo_semantic"}
+    assert judged["tournament_lm_judge"]["n_items"] == 3 and judged["elo"] == first["elo"]
     with pytest.raises(SystemExit, match="holds seed 0"):
         run(example, checkpoints, tmp_path / "run", tmp_path / "cache", "--rate-only", "--seed", "3")
 
