@@ -64,6 +64,7 @@ from minigrpo.data import CompletionFormat
 from minigrpo.data.prompts import format_question
 from minigrpo.eval import (EncoderCosineJudge, LMPairJudge, ReferenceJudge, evaluate_policy, explanation_of,
                            load_variant_completions, rate_variants, save_variant_completions)
+from minigrpo.eval.rating import completions_path
 from minigrpo.eval.tournament import format_report
 from minigrpo.grpo import GRPOConfig, GRPOTrainer
 from minigrpo.lora import inject_lora, merge_and_unload, merge_lora
@@ -247,15 +248,6 @@ def paired_bootstrap(a, b, resamples=10_000, seed=0):
             "resamples": resamples}
 
 
-def write_jsonl(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_completions(path):
-    return [json.loads(line)["completion"] for line in path.read_text().splitlines() if line.strip()]
-
-
 # ---- the run ------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -326,12 +318,12 @@ def main(argv=None):
               f"format {r['format_rate']:.3f}, reward {r['reward']:.3f}")
 
     # ---- base ----
-    path = base_cache / "base.jsonl"
+    path = completions_path(base_cache, "base")
     if cached("eval-base", path):
-        completions["base"] = read_completions(path)
+        completions["base"] = load_variant_completions(base_cache, held_out, ["base"])["base"]
     else:
         completions["base"] = generate_eval(load_causal_lm(base_dir, dtype=torch.float32))
-        write_jsonl(path, [{"id": it.id, "completion": c} for it, c in zip(held_out, completions["base"])])
+        save_variant_completions(base_cache, held_out, "base", completions["base"])
     report("base")
     lap("eval-base")
 
@@ -366,12 +358,12 @@ def main(argv=None):
     losses["sft"] = json.loads((sft_cache / "losses.json").read_text())
     lap("sft")
 
-    path = sft_cache / "sft.jsonl"
+    path = completions_path(sft_cache, "sft")
     if cached("eval-sft", path):
-        completions["sft"] = read_completions(path)
+        completions["sft"] = load_variant_completions(sft_cache, held_out, ["sft"])["sft"]
     else:
         completions["sft"] = generate_eval(load_causal_lm(sft_cache, dtype=torch.float32))
-        write_jsonl(path, [{"id": it.id, "completion": c} for it, c in zip(held_out, completions["sft"])])
+        save_variant_completions(sft_cache, held_out, "sft", completions["sft"])
     report("sft")
     lap("eval-sft")
 
